@@ -1,0 +1,1 @@
+"""Applications: the ``codec`` CLI, training loops, benchmarks, metrics and plots."""

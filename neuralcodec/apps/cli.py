@@ -1,0 +1,66 @@
+"""The ``codec`` command line: ``encode``, ``decode``, ``info``, ``train``, ``bench``.
+
+Each sub-command lives in its own module and is attached to the :data:`cli` group
+here, so the group stays a thin index.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import NeuralCodecError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="codec")
+def cli() -> None:
+    """neuralcodec: neural compression of images, audio and video.
+
+    \b
+    Typical use:
+      codec encode photo.png -o photo.ncf
+      codec decode photo.ncf -o photo.png
+      codec info photo.ncf
+    """
+
+
+@cli.command("models")
+def models_command() -> None:
+    """List the shipped models that load offline."""
+    from .. import available
+
+    names = available()
+    if not names:
+        click.echo("no shipped models yet")
+    for name in names:
+        click.echo(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``codec`` console script; turns our errors into exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="codec", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except NeuralCodecError as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def entry() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())

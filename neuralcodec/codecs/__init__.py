@@ -1,0 +1,6 @@
+"""Codecs: the :class:`Codec` contract, the registry of shipped models, and the models."""
+
+from .base import Codec
+from .registry import available, build, load, register_architecture, save
+
+__all__ = ["Codec", "available", "build", "load", "register_architecture", "save"]

@@ -1,0 +1,1 @@
+"""Media I/O, training datasets, compressed shards and latent datasets."""

@@ -1,0 +1,1 @@
+"""Entropy coding: integer CDF tables, entropy models, the vectorized rANS coder, the container."""

@@ -1,0 +1,1 @@
+"""Wavelet packet transforms (1D/2D/3D) and companding."""

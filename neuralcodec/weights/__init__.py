@@ -1,0 +1,1 @@
+"""Shipped default models: ``<name>.safetensors`` + ``<name>.json`` (model card)."""

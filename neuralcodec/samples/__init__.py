@@ -1,0 +1,1 @@
+"""Bundled sample media (see SOURCES.md for origin and licence)."""

@@ -39,10 +39,19 @@ def models_command() -> None:
         click.echo(name)
 
 
+from .coding import decode_command, encode_command, info_command  # noqa: E402
+
+cli.add_command(encode_command)
+cli.add_command(decode_command)
+cli.add_command(info_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``codec`` console script; turns our errors into exit code 1."""
     try:
-        cli.main(args=argv, prog_name="codec", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `click.exceptions.Exit`
+        # raised inside a command (a command that failed some files), or the command's value.
+        result = cli.main(args=argv, prog_name="codec", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
@@ -54,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except NeuralCodecError as e:
         click.echo(f"error: {e}", err=True)
         return 1
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

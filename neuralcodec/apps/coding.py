@@ -1,0 +1,464 @@
+"""``codec encode``, ``codec decode`` and ``codec info``: the command line over the codecs.
+
+* ``codec encode photo.png -o photo.ncf [--model NAME|PATH] [--device cpu|cuda]``
+* ``codec decode photo.ncf -o photo.png``
+* ``codec info photo.ncf [--json]``
+
+Several inputs, or a directory (walked recursively), make ``-o`` an output directory
+where the input names are mirrored (``photos/a/b.png`` -> ``OUT/a/b.ncf``). Outputs are
+written atomically and an existing output is refused unless ``-f/--overwrite``. A file
+that fails is reported, the others go on, and the exit code is 1 at the end.
+
+Exit codes: 0 success; 1 at least one file failed (unreadable input, missing model,
+corrupted or foreign ``.ncf``, existing output, no CUDA); 2 wrong usage; 130 interrupted.
+
+>>> from neuralcodec.apps.cli import main
+>>> main(["info", "--help"]) == 0  # doctest: +ELLIPSIS
+Usage: codec info ...
+True
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import click
+import torch
+
+from ..errors import BitstreamError, MediaError, ModelMismatchError, ModelNotFoundError, NeuralCodecError
+
+__all__ = ["DEFAULT_MODELS", "encode_command", "decode_command", "info_command"]
+
+NCF_SUFFIX = ".ncf"
+# The model `codec encode` uses for a modality when --model is not given.
+DEFAULT_MODELS = {"image": "walloc-image-16x", "audio": "walloc-audio", "video": "walloc-video"}
+# The file format `codec decode` writes when the output name is not given.
+DEFAULT_DECODED_SUFFIX = {"image": ".png", "audio": ".wav"}
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    source: Path
+    target: Path  # for decode in batch mode: the target without its suffix (chosen per file)
+    auto_suffix: bool = False
+
+
+class _Failures:
+    """Counts failed files and prints each failure without breaking the progress bar."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def report(self, source: Path, error: BaseException) -> None:
+        self.count += 1
+        _echo_err(f"error: {_describe(source, error)}")
+
+
+def _describe(source: Path, e: BaseException) -> str:
+    text = str(e)
+    if isinstance(e, FileExistsError):
+        return f"{e.filename or source}: output already exists (pass -f/--overwrite to replace it)"
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or text}"
+    if isinstance(e, NeuralCodecError):
+        return text if str(source) in text else f"{source}: {text}"
+    return f"{source}: {type(e).__name__}: {text}"  # an unexpected failure: say what it was
+
+
+def _echo_err(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _progress(items: list[Any], quiet: bool, desc: str) -> Iterable[Any]:
+    from tqdm import tqdm
+
+    # Only for a person watching: never in pipes, logs or tests.
+    disable = quiet or not sys.stderr.isatty() or len(items) < 2
+    return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{name!r} is not a device (use cpu, cuda or cuda:N)", param_hint="--device")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeuralCodecError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise NeuralCodecError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise click.BadParameter(f"{name!r}: only cpu and cuda are supported", param_hint="--device")
+    return device
+
+
+class _Models:
+    """Loads each model once per run; a model that fails to load fails every file that needs it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> tuple[Any, str]:
+        """(codec, weights hash) for a shipped name or a saved model's path."""
+        if name not in self._cache:
+            try:
+                from .. import load
+
+                codec = load(name, device=self.device)
+                self._cache[name] = (codec, codec.weights_hash())
+            except ModelNotFoundError as e:
+                self._cache[name] = e
+        entry = self._cache[name]
+        if isinstance(entry, BaseException):
+            raise entry
+        return entry
+
+
+def _plan(
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    walk_suffixes: tuple[str, ...],
+    target_suffix: str | None,
+    failures: _Failures,
+) -> list[_Job]:
+    """Expand the inputs (directories recursively) and give each file its output path.
+
+    ``target_suffix=None`` leaves the suffix open (decode chooses it from the file's modality).
+    """
+    batch = len(inputs) > 1 or any(p.is_dir() for p in inputs) or (output is not None and output.is_dir())
+    if batch and output is not None and output.exists() and not output.is_dir():
+        raise click.UsageError(f"-o {output}: with several inputs or a directory, -o must be a directory")
+    sources: list[tuple[Path, Path]] = []  # (file, name relative to the output directory)
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in walk_suffixes)
+            if not found:
+                failures.report(item, MediaError(f"{item}: no files with suffix {' '.join(walk_suffixes)} found"))
+            sources += [(p, p.relative_to(item)) for p in found]
+        elif item.exists():
+            sources.append((item, Path(item.name)))
+        else:
+            failures.report(item, MediaError(f"{item}: no such file or directory"))
+    jobs: list[_Job] = []
+    seen: dict[Path, Path] = {}
+    for source, relative in sources:
+        if batch:
+            base = (output / relative) if output is not None else source
+            auto = True
+        elif output is not None:
+            base, auto = output, False
+        else:
+            base, auto = source, True
+        target = base.with_suffix(target_suffix) if auto and target_suffix else base
+        key = target.resolve() if not (auto and target_suffix is None) else base.with_suffix("").resolve()
+        if key in seen:
+            failures.report(source, NeuralCodecError(f"{source}: same output as {seen[key]} (rename one of them)"))
+            continue
+        seen[key] = source
+        jobs.append(_Job(source, target, auto_suffix=auto and target_suffix is None))
+    return jobs
+
+
+def _run(jobs: list[_Job], work: Callable[[_Job], str | None], quiet: bool, desc: str, failures: _Failures) -> None:
+    for job in _progress(jobs, quiet, desc):
+        try:
+            message = work(job)
+        except Exception as e:  # noqa: BLE001 - report any failure of one file and go on
+            failures.report(job.source, e)
+            continue
+        if message and not quiet:
+            _echo_err(message)
+
+
+def _finish(failures: _Failures, done: int, verb: str) -> None:
+    if failures.count:
+        _echo_err(f"{verb} {done} file(s); {failures.count} failed")
+        raise click.exceptions.Exit(1)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    # Refuse before any work is spent; the atomic writer checks again at the end.
+    if not overwrite and target.exists():
+        raise FileExistsError(17, "output already exists", str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _human_bytes(n: int) -> str:
+    return f"{n:,} bytes"
+
+
+# -- encode -----------------------------------------------------------------------------------
+
+
+@click.command("encode")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .ncf file, or directory for several inputs. Default: next to each input.")
+@click.option("-m", "--model", default=None, help="Shipped model name or a saved model's .safetensors/.json path. Default: walloc-image-16x for images, walloc-audio for audio.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
+def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool) -> None:
+    """Compress images or audio files (or directories of them) to .ncf files.
+
+    \b
+      codec encode photo.png -o photo.ncf
+      codec encode photos/ -o compressed/        # mirrors photos/a.png -> compressed/a.ncf
+      codec encode song.flac -o song.ncf --model walloc-audio
+    """
+    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, atomic_output, read_media
+    from ..entropy.container import Container
+
+    models = _Models(_device(device))
+    if model is not None:
+        models.get(model)  # a missing --model fails every file: say so once, before any work
+    failures = _Failures()
+    jobs = _plan(inputs, output, IMAGE_SUFFIXES + AUDIO_SUFFIXES, NCF_SUFFIX, failures)
+
+    def work(job: _Job) -> str:
+        _check_target(job.target, overwrite)
+        media = read_media(job.source)
+        codec, _ = models.get(model or DEFAULT_MODELS[media.modality])
+        if codec.modality != media.modality:
+            raise NeuralCodecError(
+                f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {media.modality}"
+            )
+        with torch.inference_mode():
+            blob = codec.compress(media.data.to(models.device), metadata=media.metadata)
+        if not isinstance(blob, (bytes, bytearray)):
+            raise NeuralCodecError(f"{job.source}: codec returned {type(blob).__name__}, not bytes")
+        container = Container.from_bytes(blob)  # never write a file we could not read back
+        if container.shape != tuple(media.data.shape):
+            raise NeuralCodecError(f"{job.source}: codec stored shape {container.shape}, input is {tuple(media.data.shape)}")
+        with atomic_output(job.target, overwrite=overwrite) as tmp:
+            tmp.write_bytes(blob)
+        return f"{job.source} -> {job.target}: {_human_bytes(len(blob))}, {_rate_text(_rate(container.modality, container.shape, container.metadata, len(blob)))}"
+
+    _run(jobs, work, quiet, "encode", failures)
+    _finish(failures, len(jobs) - failures.count, "encoded")
+
+
+# -- decode -----------------------------------------------------------------------------------
+
+
+def _checked_media_metadata(container: Any, source: Path) -> dict[str, Any]:
+    """The metadata the writer needs, validated: it comes from a file, so it is untrusted."""
+    meta = dict(container.metadata)
+    shape = container.shape
+    if container.modality == "image":
+        if len(shape) != 3 or shape[0] not in (1, 3, 4):
+            raise BitstreamError(f"{source}: image shape {shape} is not (C, H, W) with C in 1, 3, 4")
+        if meta.get("mode", None) not in (None, "L", "RGB", "RGBA") or meta.get("bit_depth", 8) not in (8, 16):
+            raise BitstreamError(f"{source}: invalid image metadata (mode {meta.get('mode')!r}, bit depth {meta.get('bit_depth')!r})")
+    elif container.modality == "audio":
+        rate = meta.get("sample_rate")
+        if len(shape) != 2 or not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= 10_000_000:
+            raise BitstreamError(f"{source}: invalid audio header (shape {shape}, sample rate {rate!r})")
+        if not isinstance(meta.get("subtype", ""), str):
+            raise BitstreamError(f"{source}: invalid audio subtype")
+    else:
+        raise MediaError(f"{source}: cannot write {container.modality!r} files yet (images and audio are supported)")
+    return meta
+
+
+@click.command("decode")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (its suffix picks the format), or directory for several inputs. Default: next to each input.")
+@click.option("-m", "--model", default=None, help="Decode with this model (name or path) instead of the one named in the file; its weights must match.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--format", "fmt", default=None, help="Suffix for outputs named automatically, e.g. png, webp, wav, flac. Default: png for images, wav for audio.")
+@click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
+def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, fmt: str | None, overwrite: bool, quiet: bool) -> None:
+    """Decompress .ncf files (or directories of them) to images or audio.
+
+    The model named in each file is used unless --model is given. The output keeps the
+    original mode (gray/RGB/RGBA) and bit depth, or sample rate and sample format.
+
+    \b
+      codec decode photo.ncf -o photo.png
+      codec decode compressed/ -o decoded/ --format webp
+    """
+    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, write_media
+    from ..entropy.container import Container
+
+    suffix = None
+    if fmt is not None:
+        suffix = "." + fmt.lower().lstrip(".")
+        if suffix not in IMAGE_SUFFIXES + AUDIO_SUFFIXES:
+            raise click.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
+    models = _Models(_device(device))
+    if model is not None:
+        models.get(model)
+    failures = _Failures()
+    jobs = _plan(inputs, output, (NCF_SUFFIX,), None, failures)
+
+    def work(job: _Job) -> str:
+        blob = job.source.read_bytes()
+        try:
+            container = Container.from_bytes(blob)
+        except BitstreamError as e:
+            raise BitstreamError(f"{job.source}: {e}") from None
+        meta = _checked_media_metadata(container, job.source)
+        target = job.target
+        if job.auto_suffix:
+            wanted = suffix or DEFAULT_DECODED_SUFFIX[container.modality]
+            modality_suffixes = IMAGE_SUFFIXES if container.modality == "image" else AUDIO_SUFFIXES
+            if wanted not in modality_suffixes:
+                raise MediaError(f"{job.source}: --format {wanted[1:]} cannot hold {container.modality}")
+            target = target.with_suffix(wanted)
+        _check_target(target, overwrite)
+        codec, weights_hash = models.get(model or container.codec)
+        if container.weights_hash and weights_hash != container.weights_hash:
+            raise ModelMismatchError(
+                f"{job.source}: made by {container.codec!r} with weights {container.weights_hash}, but model "
+                f"{codec.name!r} has weights {weights_hash}; decode with the model that encoded it (--model)"
+            )
+        if codec.modality != container.modality:
+            raise ModelMismatchError(f"{job.source}: model {codec.name!r} codes {codec.modality}, the file holds {container.modality}")
+        with torch.inference_mode():
+            decoded = codec.decompress(blob)
+        if not isinstance(decoded, torch.Tensor):
+            raise NeuralCodecError(f"{job.source}: codec returned {type(decoded).__name__}, not a tensor")
+        if decoded.dim() == len(container.shape) + 1 and decoded.shape[0] == 1:
+            decoded = decoded[0]  # a batch of one
+        if tuple(decoded.shape) != container.shape:
+            raise NeuralCodecError(f"{job.source}: codec decoded shape {tuple(decoded.shape)}, the file says {container.shape}")
+        write_media(target, decoded.float().cpu(), container.modality, meta, overwrite=overwrite)
+        return f"{job.source} -> {target}"
+
+    _run(jobs, work, quiet, "decode", failures)
+    _finish(failures, len(jobs) - failures.count, "decoded")
+
+
+# -- info -------------------------------------------------------------------------------------
+
+
+def _rate(modality: str, shape: tuple[int, ...], metadata: dict[str, Any], n_bytes: int) -> dict[str, Any]:
+    """Bits per pixel for images, kilobits per second for audio (None when unknown)."""
+    if modality == "image" and len(shape) == 3:
+        return {"pixels": shape[1] * shape[2], "bpp": 8.0 * n_bytes / (shape[1] * shape[2])}
+    rate = metadata.get("sample_rate")
+    if modality == "audio" and len(shape) == 2 and isinstance(rate, (int, float)) and rate > 0:
+        seconds = shape[1] / rate
+        return {"duration_s": seconds, "kbps": 8.0 * n_bytes / seconds / 1000.0}
+    return {}
+
+
+def _rate_text(rate: dict[str, Any]) -> str:
+    if "bpp" in rate:
+        return f"{rate['bpp']:.4f} bpp"
+    if "kbps" in rate:
+        return f"{rate['kbps']:.2f} kbps over {rate['duration_s']:.3f} s"
+    return "rate unknown"
+
+
+def _raw_bytes(modality: str, shape: tuple[int, ...], metadata: dict[str, Any]) -> int | None:
+    """Size of the uncompressed original (8/16-bit pixels, 16-bit or stored PCM samples)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if modality == "image":
+        return count * (2 if metadata.get("bit_depth") == 16 else 1)
+    if modality == "audio":
+        bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}.get(metadata.get("subtype"), 16)
+        return count * bits // 8
+    return None
+
+
+def describe_ncf(path: Path) -> dict[str, Any]:
+    """What ``codec info --json`` prints for one file.
+
+    >>> import tempfile, os
+    >>> from neuralcodec.entropy.container import Container, write_container
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.ncf")
+    >>> write_container(p, Container("demo", "ab", "image", (3, 4, 8), {"bit_depth": 8}, {"latent": b"1234"}))
+    >>> d = describe_ncf(Path(p))
+    >>> d["codec"], d["shape"], d["sections"], d["crc_ok"], round(d["bpp"], 3)
+    ('demo', [3, 4, 8], {'latent': 4}, True, 2.0)
+    """
+    from ..entropy.container import peek
+
+    info = peek(path)
+    shape = tuple(info["shape"])
+    out = {
+        "path": str(path),
+        "codec": info["codec"],
+        "weights_hash": info["weights_hash"],
+        "modality": info["modality"],
+        "shape": list(shape),
+        "file_bytes": info["total_bytes"],
+        "header_bytes": info["header_bytes"],
+        "sections": info["sections"],
+        "raw_bytes": _raw_bytes(info["modality"], shape, info["metadata"]),
+        **_rate(info["modality"], shape, info["metadata"], info["total_bytes"]),
+        "metadata": info["metadata"],
+        "format_version": info["format_version"],
+        "crc_ok": info["crc_ok"],
+    }
+    return out
+
+
+def _info_text(d: dict[str, Any]) -> str:
+    shape = "×".join(str(s) for s in d["shape"])
+    meta = d["metadata"]
+    if d["modality"] == "image":
+        what = f"{meta.get('mode', '?')}, {meta.get('bit_depth', '?')}-bit"
+    elif d["modality"] == "audio":
+        what = f"{meta.get('sample_rate', '?')} Hz, {meta.get('subtype', '?')}"
+    else:
+        what = d["modality"]
+    lines = [
+        f"{d['path']}",
+        f"  codec        {d['codec']} (weights {d['weights_hash'] or 'unrecorded'})",
+        f"  modality     {d['modality']}",
+        f"  shape        {shape} ({what})" + (f", {d['duration_s']:.3f} s" if "duration_s" in d else ""),
+    ]
+    if meta.get("source"):
+        lines.append(f"  source       {meta['source']}")
+    size = f"  file size    {_human_bytes(d['file_bytes'])} (header {d['header_bytes']:,})"
+    lines.append(size)
+    if d["raw_bytes"]:
+        lines.append(f"  original     {_human_bytes(d['raw_bytes'])} uncompressed, ratio {d['raw_bytes'] / d['file_bytes']:.1f}:1")
+    lines.append(f"  rate         {_rate_text(d)}")
+    sections = ", ".join(f"{name} {size:,}" for name, size in d["sections"].items()) or "none"
+    lines.append(f"  sections     {sections}")
+    lines.append(f"  metadata     {json.dumps(meta, sort_keys=True)}")
+    lines.append(f"  checksum     {'ok' if d['crc_ok'] else 'MISMATCH: the file is corrupted'}")
+    return "\n".join(lines)
+
+
+@click.command("info")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines) on stdout.")
+def info_command(inputs: tuple[Path, ...], as_json: bool) -> None:
+    """Describe .ncf files: codec, modality, shape, sizes, bpp or kbps, sections, metadata.
+
+    A file whose checksum does not match is still described, and the exit code is 1.
+
+    \b
+      codec info photo.ncf
+      codec info compressed/ --json
+    """
+    failures = _Failures()
+    jobs = _plan(inputs, None, (NCF_SUFFIX,), NCF_SUFFIX, failures)
+    for job in jobs:
+        try:
+            d = describe_ncf(job.source)
+        except (NeuralCodecError, OSError) as e:
+            failures.report(job.source, e)
+            continue
+        click.echo(json.dumps(d, sort_keys=False) if as_json else _info_text(d))
+        if not d["crc_ok"]:
+            failures.report(job.source, BitstreamError(f"{job.source}: checksum mismatch (corrupted file)"))
+    if failures.count:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,303 @@
+"""The ``codec encode / decode / info`` commands, with a tiny test-only codec.
+
+The toy codec quantizes to 8 bits (images) or 16 bits (audio) and deflates the result
+into a real ``.ncf`` container, so the CLI is tested end to end without a trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import neuralcodec
+from neuralcodec import BitstreamError, ModelMismatchError
+from neuralcodec.apps.cli import main
+from neuralcodec.codecs import Codec, register_architecture
+from neuralcodec.codecs.registry import save
+from neuralcodec.datasets.media import read_media, write_audio, write_image
+from neuralcodec.entropy.container import Container
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "neuralcodec" / "samples" / "astronaut.png"
+
+
+class _ToyCodec(Codec):
+    """Uniform quantization + zlib; ``offset`` is a weight, so two toys can differ."""
+
+    levels = 255
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__(offset=offset)
+        self.register_buffer("offset", torch.tensor([offset], dtype=torch.float32))
+
+    def compress(self, x: torch.Tensor, metadata: dict | None = None) -> bytes:
+        q = torch.round(x.float().cpu() * self.levels).to(torch.int32).numpy()
+        dtype = np.uint8 if self.levels == 255 else np.int16
+        payload = zlib.compress(q.astype(dtype).tobytes())
+        return Container(self.name, self.weights_hash(), self.modality, tuple(x.shape), dict(metadata or {}), {"data": payload}).to_bytes()
+
+    def decompress(self, blob: bytes) -> torch.Tensor:
+        c = Container.from_bytes(blob)
+        if c.weights_hash != self.weights_hash():
+            raise ModelMismatchError("toy: weights differ")
+        try:
+            raw = zlib.decompress(c.sections["data"])
+        except (zlib.error, KeyError) as e:
+            raise BitstreamError(f"toy: bad payload: {e}") from None
+        dtype = np.uint8 if self.levels == 255 else np.int16
+        q = np.frombuffer(raw, dtype=dtype)
+        if q.size != int(np.prod(c.shape)):
+            raise BitstreamError("toy: payload size does not match the shape")
+        return torch.from_numpy(q.astype(np.float32).reshape(c.shape) / self.levels)
+
+
+@register_architecture
+class ToyImageCodec(_ToyCodec):
+    architecture = "test-toy-image"
+    modality = "image"
+
+
+@register_architecture
+class ToyAudioCodec(_ToyCodec):
+    architecture = "test-toy-audio"
+    modality = "audio"
+    levels = 32767
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> dict[str, str]:
+    """Saved toy models: two image codecs with different weights and an audio codec."""
+    paths = {}
+    for key, model in (("image", ToyImageCodec()), ("other", ToyImageCodec(offset=1.0)), ("audio", ToyAudioCodec())):
+        paths[key] = str(save(model, tmp_path / "models" / f"toy-{key}")) + ".safetensors"
+    return paths
+
+
+def _image(path: Path, channels: int = 3, h: int = 13, w: int = 17, bit_depth: int = 8, seed: int = 0) -> torch.Tensor:
+    x = torch.rand(channels, h, w, generator=torch.Generator().manual_seed(seed))
+    write_image(path, x, bit_depth=bit_depth)
+    return read_media(path).data
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp")
+
+
+@pytest.mark.parametrize("channels,bit_depth", [(1, 8), (3, 8), (4, 8), (3, 16), (1, 16)])
+def test_image_round_trip(tmp_path, toy, channels, bit_depth):
+    src = tmp_path / "photo.png"
+    x = _image(src, channels, bit_depth=bit_depth)
+    assert main(["encode", str(src), "-o", str(tmp_path / "photo.ncf"), "--model", toy["image"], "-q"]) == 0
+    assert main(["decode", str(tmp_path / "photo.ncf"), "-o", str(tmp_path / "out.png"), "--model", toy["image"], "-q"]) == 0
+    out = read_media(tmp_path / "out.png")
+    assert out.metadata["mode"] == read_media(src).metadata["mode"]
+    assert out.metadata["bit_depth"] == bit_depth  # the file is written back as it came
+    assert out.data.shape == x.shape
+    assert (out.data - x).abs().max() <= 0.5 / 255 + 1e-6  # the toy's 8-bit quantization
+
+
+def test_decode_uses_the_model_named_in_the_file(tmp_path, toy, monkeypatch):
+    # Without --model, decode loads the container's codec name through neuralcodec.load.
+    loaded = []
+    real_load = neuralcodec.load
+
+    def fake_load(name, device=None):
+        loaded.append(name)
+        return real_load(toy["image"], device=device)
+
+    src = tmp_path / "a.png"
+    _image(src)
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    monkeypatch.setattr(neuralcodec, "load", fake_load)
+    assert main(["decode", str(tmp_path / "a.ncf"), "-o", str(tmp_path / "b.png"), "-q"]) == 0
+    assert loaded == ["toy-image"]  # the name recorded in the container by the saved model
+
+
+def test_audio_round_trip_wav_and_flac(tmp_path, toy):
+    x = (torch.rand(2, 1001, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.9
+    write_audio(tmp_path / "song.flac", x, 22050, subtype="PCM_24")
+    assert main(["encode", str(tmp_path / "song.flac"), "-o", str(tmp_path / "song.ncf"), "--model", toy["audio"], "-q"]) == 0
+    for name in ("out.wav", "out.flac"):
+        assert main(["decode", str(tmp_path / "song.ncf"), "-o", str(tmp_path / name), "--model", toy["audio"], "-q"]) == 0
+        out = read_media(tmp_path / name)
+        assert out.metadata["sample_rate"] == 22050
+        assert out.metadata["subtype"] == "PCM_24"
+        assert out.data.shape == (2, 1001)
+        assert (out.data - read_media(tmp_path / "song.flac").data).abs().max() < 1e-4
+
+
+def test_directory_in_directory_out_mirrors_names(tmp_path, toy):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    _image(src / "a.png", seed=1)
+    _image(src / "sub" / "b.png", channels=1, seed=2)
+    (src / "notes.txt").write_text("not media, skipped by the directory walk")
+    assert main(["encode", str(src), "-o", str(tmp_path / "enc"), "--model", toy["image"], "-q"]) == 0
+    assert sorted(p.relative_to(tmp_path / "enc").as_posix() for p in (tmp_path / "enc").rglob("*.ncf")) == ["a.ncf", "sub/b.ncf"]
+    assert main(["decode", str(tmp_path / "enc"), "-o", str(tmp_path / "dec"), "--model", toy["image"], "-q", "--format", "tiff"]) == 0
+    for rel, channels in (("a.tiff", 3), ("sub/b.tiff", 1)):
+        out = read_media(tmp_path / "dec" / rel)
+        assert out.data.shape[0] == channels
+
+
+def test_one_bad_file_is_reported_and_the_others_go_on(tmp_path, toy, capsys):
+    _image(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    rc = main(["encode", str(tmp_path / "bad.png"), str(tmp_path / "good.png"), "-o", str(tmp_path / "out"), "--model", toy["image"], "-q"])
+    assert rc == 1
+    assert (tmp_path / "out" / "good.ncf").is_file()
+    assert not (tmp_path / "out" / "bad.ncf").exists()
+    assert "bad.png" in capsys.readouterr().err
+    assert _leftovers(tmp_path / "out") == []
+
+
+def test_corrupted_file_fails_and_leaves_no_output(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    blob = bytearray((tmp_path / "a.ncf").read_bytes())
+    blob[len(blob) // 2] ^= 0x40
+    (tmp_path / "bad.ncf").write_bytes(bytes(blob))
+    (tmp_path / "short.ncf").write_bytes(bytes(blob[: len(blob) // 3]))
+    (tmp_path / "junk.ncf").write_bytes(b"hello world")
+    for name in ("bad", "short", "junk"):
+        rc = main(["decode", str(tmp_path / f"{name}.ncf"), "-o", str(tmp_path / f"{name}.png"), "--model", toy["image"]])
+        assert rc == 1, name
+        assert not (tmp_path / f"{name}.png").exists()
+        assert f"{name}.ncf" in capsys.readouterr().err
+    assert _leftovers(tmp_path) == []
+
+
+def test_foreign_model_is_refused(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    assert main(["decode", str(tmp_path / "a.ncf"), "-o", str(tmp_path / "b.png"), "--model", toy["other"]]) == 1
+    assert "weights" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()
+    # an audio model cannot encode an image
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.ncf"), "--model", toy["audio"]]) == 1
+    assert "codes audio" in capsys.readouterr().err
+
+
+def test_missing_model_lists_the_available_ones(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", "no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "available" in err
+    assert not (tmp_path / "a.ncf").exists()
+    # a file made by a model that is not installed: the error names it
+    blob = Container("walloc-from-the-future", "00", "image", (3, 2, 2), {}, {"data": b""}).to_bytes()
+    (tmp_path / "f.ncf").write_bytes(blob)
+    assert main(["decode", str(tmp_path / "f.ncf"), "-o", str(tmp_path / "f.png")]) == 1
+    assert "walloc-from-the-future" in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png")
+    target = tmp_path / "a.ncf"
+    target.write_bytes(b"keep me")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(target), "--model", toy["image"]]) == 1
+    assert "overwrite" in capsys.readouterr().err
+    assert target.read_bytes() == b"keep me"
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(target), "--model", toy["image"], "-f", "-q"]) == 0
+    assert Container.from_bytes(target.read_bytes()).modality == "image"
+
+
+def test_default_output_names_and_no_clobbering_the_source(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "--model", toy["image"], "-q"]) == 0
+    assert (tmp_path / "a.ncf").is_file()
+    # decoding next to the original would replace it: refused
+    before = (tmp_path / "a.png").read_bytes()
+    assert main(["decode", str(tmp_path / "a.ncf"), "--model", toy["image"]]) == 1
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_info_text_and_json(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png", channels=4, h=8, w=16)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    size = (tmp_path / "a.ncf").stat().st_size
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.ncf"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["codec"] == "toy-image" and d["modality"] == "image" and d["shape"] == [4, 8, 16]
+    assert d["file_bytes"] == size and d["bpp"] == pytest.approx(8 * size / 128)
+    assert d["metadata"]["mode"] == "RGBA" and d["metadata"]["source"] == "a.png"
+    assert set(d["sections"]) == {"data"} and d["crc_ok"] is True
+    assert main(["info", str(tmp_path / "a.ncf")]) == 0
+    text = capsys.readouterr().out
+    assert "toy-image" in text and "bpp" in text and "4×8×16" in text
+
+
+def test_info_audio_kbps_and_corrupted(tmp_path, toy, capsys):
+    write_audio(tmp_path / "s.wav", torch.zeros(1, 8000), 8000)  # silence, 1 second
+    assert main(["encode", str(tmp_path / "s.wav"), "-o", str(tmp_path / "s.ncf"), "--model", toy["audio"], "-q"]) == 0
+    size = (tmp_path / "s.ncf").stat().st_size
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "s.ncf"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["duration_s"] == pytest.approx(1.0) and d["kbps"] == pytest.approx(8 * size / 1000)
+    blob = bytearray((tmp_path / "s.ncf").read_bytes())
+    blob[-10] ^= 1
+    (tmp_path / "s.ncf").write_bytes(bytes(blob))
+    assert main(["info", str(tmp_path / "s.ncf")]) == 1  # described, but flagged
+    captured = capsys.readouterr()
+    assert "MISMATCH" in captured.out and "checksum" in captured.err
+
+
+def test_unreadable_inputs_and_bad_device(tmp_path, toy, capsys):
+    assert main(["encode", str(tmp_path / "missing.png"), "--model", toy["image"]]) == 1
+    assert "missing.png" in capsys.readouterr().err
+    (tmp_path / "x.xyz").write_text("?")
+    assert main(["encode", str(tmp_path / "x.xyz"), "--model", toy["image"]]) == 1
+    assert "unsupported file type" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["encode", str(tmp_path / "x.xyz"), "--device", "cuda"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "x.xyz"), "--device", "toaster"]) == 2
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path, toy, monkeypatch):
+    _image(tmp_path / "a.png")
+    real_write_bytes = Path.write_bytes
+
+    def interrupted(self, data):  # Ctrl-C in the middle of writing the output
+        real_write_bytes(self, data[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", interrupted)
+    rc = main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"])
+    monkeypatch.undo()
+    assert rc == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "models"]
+
+
+def test_bundled_sample_exists_and_is_small():
+    assert SAMPLE.is_file() and SAMPLE.stat().st_size < 400_000
+    m = read_media(SAMPLE)
+    assert m.metadata["mode"] == "RGB" and tuple(m.data.shape) == (3, 384, 512)
+    assert (SAMPLE.parent / "SOURCES.md").is_file()
+
+
+def test_console_script(tmp_path, toy):
+    # The installed `codec` script in a fresh process: info on a real file, a clean failure on a bad one.
+    _image(tmp_path / "a.png")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    (tmp_path / "bad.ncf").write_bytes(b"\x89NCF garbage")
+    script = shutil.which("codec")
+    command = [script] if script else [sys.executable, "-m", "neuralcodec"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ok = subprocess.run(command + ["info", "--json", str(tmp_path / "a.ncf")], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["codec"] == "toy-image"
+    bad = subprocess.run(command + ["decode", str(tmp_path / "bad.ncf"), "-o", str(tmp_path / "bad.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "bad.ncf" in bad.stderr
+    assert not (tmp_path / "bad.png").exists()

@@ -3,4 +3,7 @@
 from .base import Codec
 from .registry import available, build, load, register_architecture, save
 
+from .quantizers import FSQ, GroupedResidualVQ, ResidualVQ, VectorQuantizer
+
 __all__ = ["Codec", "available", "build", "load", "register_architecture", "save"]
+__all__ += ["VectorQuantizer", "ResidualVQ", "GroupedResidualVQ", "FSQ"]

@@ -1,0 +1,774 @@
+"""Vectorized interleaved rANS coder with CompressAI's ``encode_with_indexes`` meaning.
+
+Symbols are coded against 16-bit integer CDF tables (the ``cdfs`` / ``cdf_lengths`` /
+``offsets`` that CompressAI's ``EntropyBottleneck`` and ``GaussianConditional`` build in
+``update()``). ``value = symbol - offsets[index]``; values in ``[0, cdf_lengths[index] - 2)``
+are coded with their bin; anything else is coded with the table's last bin (the escape)
+and its exact value goes to a side stream of Elias-gamma codes, so nothing is clipped.
+
+Design (see ARCHITECTURE.md, "Entropy coding"):
+
+* rANS with a 32-bit state in ``[2**16, 2**32)``, 16-bit renormalisation words and 16-bit
+  probabilities; at most one word per symbol per lane.
+* ``K`` interleaved lanes: symbol ``i`` belongs to lane ``i % K`` at step ``i // K``. The
+  Python loop runs over steps; each step is a handful of tensor operations over all lanes
+  (int64 arithmetic, integer only), so the same code runs on CPU and CUDA and gives the same
+  bytes on both.
+* All lanes write into one stream, ordered by (step, lane). The decoder finds each word's
+  position with a cumulative sum over the lanes that read at a step, so it needs only the
+  final lane states.
+* ``K`` follows the expected size (each lane costs about 3 bytes), so small streams use few
+  lanes; it is stored in the header.
+
+Blob layout (all integers little-endian)::
+
+    tag (1 byte, 0xA9) | K (LEB128) | escape bytes E (LEB128)
+    | K final states (uint32 each) | words (uint16 each) | E bytes of escape codes
+
+Robustness guarantee of the decoder: a blob that is not a valid output of the encoder for
+the given ``indexes`` and tables raises :class:`neuralcodec.BitstreamError` and never another
+exception, a hang, or an allocation larger than a small multiple of the output size. Header
+counts are checked against the blob length before anything is allocated; at the end every
+word must have been consumed exactly and every lane must have returned to the encoder's
+initial state, and the escape section must parse exactly. These checks catch truncation and
+almost all corruption; a corrupted blob that still passes all of them (possible, e.g. a flipped
+bit in the last words that only changes symbol values) decodes to wrong symbols without an
+exception. The ``.ncf`` container adds a CRC32 for full detection.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuralcodec.errors import BitstreamError
+
+__all__ = [
+    "CdfTables",
+    "prepare_tables",
+    "encode_with_indexes",
+    "decode_with_indexes",
+    "encode_batch",
+    "decode_batch",
+    "ideal_bits",
+]
+
+PRECISION = 16
+PROB_SCALE = 1 << PRECISION  # total frequency of every table
+STATE_LOWER = 1 << 16  # rANS state lives in [STATE_LOWER, STATE_LOWER << WORD_BITS)
+WORD_BITS = 16
+WORD_MASK = (1 << WORD_BITS) - 1
+FORMAT_TAG = 0xA9
+MAX_CDF_LENGTH = PROB_SCALE + 1  # 65535 regular bins + the escape bin
+MAX_ESCAPE_BITS = 40  # gamma codes longer than this cannot come from int32 symbols
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+TableArg = Union["CdfTables", Tensor, Sequence[Sequence[int]]]
+
+# Cost of a bin of frequency f in 1/16 bit: 16*16 - floor(16*log2 f). floor(16*log2 f) is
+# computed in float64 on CPU once; it is exact (16*log2 f is an integer only for powers of two,
+# where log2 is exact), so every platform gets the same integers and the same lane counts.
+_COST16 = torch.zeros(PROB_SCALE + 1, dtype=torch.int64)
+_COST16[1:] = 16 * PRECISION - torch.floor(16 * torch.log2(torch.arange(1, PROB_SCALE + 1, dtype=torch.float64))).long()
+
+
+# --------------------------------------------------------------------------------------
+# Lane count
+# --------------------------------------------------------------------------------------
+
+LANE_COST_BITS = 24  # measured average size cost of one lane (32-bit final state, 16 bits of it informative on average)
+# Overhead budget: lane count K = sqrt(ideal_bits * _LANE_SQRT_SCALE), capped so lanes never cost more than
+# _MAX_LANE_OVERHEAD of the stream and never fall below _MIN_LANE_OVERHEAD-driven counts.
+_LANE_OVERHEAD_BIG = 0.0028  # share of the ideal size spent on lanes for large streams (>= _BIG_BITS)
+_BIG_BITS = 4_000_000
+_MAX_LANE_OVERHEAD = 0.012  # share for small streams (more lanes = fewer Python steps)
+
+
+def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
+    """Number of interleaved lanes for a stream of ``num_symbols`` whose ideal size is ``ideal_bits16 / 16`` bits.
+
+    Each lane costs about ``LANE_COST_BITS``; the overhead share falls from ~1.2 % for small
+    streams to ~0.28 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols, 0.5 % at
+    1e6 symbols), so the lane count grows like the square root of the size, then linearly.
+
+    >>> lanes_for(0, 0), lanes_for(10, 0), lanes_for(1_000_000, 16 * 5_000_000)
+    (0, 1, 583)
+    """
+    if num_symbols <= 0:
+        return 0
+    bits = ideal_bits16 // 16
+    if bits >= _BIG_BITS:
+        share = _LANE_OVERHEAD_BIG
+    else:
+        # share ~ 1/sqrt(bits) between the two limits: equal to the big share at _BIG_BITS.
+        share = min(_MAX_LANE_OVERHEAD, _LANE_OVERHEAD_BIG * math.sqrt(_BIG_BITS / max(bits, 1)))
+    lanes = int(bits * share / LANE_COST_BITS)
+    return max(1, min(num_symbols, lanes))
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CdfTables:
+    """Integer CDF tables prepared for coding on one device (build with :func:`prepare_tables`).
+
+    Bins are numbered flat: bin ``v`` of table ``t`` is ``t * bins_per_table + v``. One extra
+    table (index ``num_tables``) with a single bin of frequency ``2**16`` codes nothing and
+    pads the lanes.
+    """
+
+    num_tables: int
+    bins_per_table: int
+    start: Tensor  # int64 [(T+1)*W]: start of each bin
+    freq: Tensor  # int64 [(T+1)*W]: frequency of each bin (0 for padding bins)
+    offsets: Tensor  # int64 [T+1]
+    max_values: Tensor  # int64 [T+1]: escape bin index per table
+    device: torch.device
+    digest: str
+    _lut: Tensor | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def decode_lut(self) -> Tensor:
+        """int32 ``[(T+1) * 65536]``: slot ``s`` of table ``t`` -> flat bin index. Built once, cached."""
+        if self._lut is None:
+            with self._lock:
+                if self._lut is None:
+                    # Each table's frequencies sum to 2**16, so repeating every bin id by its
+                    # frequency lays out exactly one 65536-slot row per table.
+                    bins = torch.arange(self.freq.numel(), device=self.device, dtype=torch.int32)
+                    self._lut = torch.repeat_interleave(bins, self.freq, output_size=(self.num_tables + 1) * PROB_SCALE)
+        return self._lut
+
+    def to(self, device: torch.device | str) -> "CdfTables":
+        """The same tables on another device."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return CdfTables(
+            self.num_tables,
+            self.bins_per_table,
+            self.start.to(device),
+            self.freq.to(device),
+            self.offsets.to(device),
+            self.max_values.to(device),
+            device,
+            self.digest,
+        )
+
+
+def _as_int64_cpu(x, name: str) -> Tensor:
+    if isinstance(x, Tensor):
+        if x.is_floating_point() or x.is_complex():
+            raise ValueError(f"{name} must hold integers, got dtype {x.dtype}")
+        return x.detach().to("cpu", torch.int64).reshape(-1)
+    try:
+        return torch.as_tensor(np.asarray(x, dtype=np.int64)).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} must be a sequence of integers") from exc
+
+
+def _cdf_matrix(cdfs) -> Tensor:
+    if isinstance(cdfs, Tensor):
+        if cdfs.is_floating_point() or cdfs.is_complex():
+            raise ValueError(f"cdfs must hold integers, got dtype {cdfs.dtype}")
+        if cdfs.dim() != 2:
+            raise ValueError(f"cdfs must be 2-D [num_tables, max_length], got shape {tuple(cdfs.shape)}")
+        return cdfs.detach().to("cpu", torch.int64)
+    rows = [list(r) for r in cdfs]
+    if not rows:
+        raise ValueError("cdfs is empty")
+    width = max(len(r) for r in rows)
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        try:
+            out[i, : len(r)] = np.asarray(r, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError("cdfs must be a list of integer rows") from exc
+    return torch.from_numpy(out)
+
+
+_CACHE: "collections.OrderedDict[tuple, CdfTables]" = collections.OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def prepare_tables(cdfs: TableArg, cdf_lengths=None, offsets=None, device: torch.device | str | None = None) -> CdfTables:
+    """Check CompressAI-style integer CDF tables and prepare them for coding on ``device``.
+
+    Results are cached by content (the last few table sets), so passing the raw tables to
+    every call costs only a hash; passing the returned :class:`CdfTables` skips even that.
+
+    >>> t = prepare_tables([[0, 30000, 65535, 65536]], [4], [-1])
+    >>> t.num_tables, t.bins_per_table
+    (1, 3)
+    """
+    if isinstance(cdfs, CdfTables):
+        return cdfs if device is None else cdfs.to(device)
+    if cdf_lengths is None or offsets is None:
+        raise ValueError("cdf_lengths and offsets are required with raw cdfs")
+    if device is None:
+        device = cdfs.device if isinstance(cdfs, Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    cdf = _cdf_matrix(cdfs)
+    lengths = _as_int64_cpu(cdf_lengths, "cdf_lengths")
+    offs = _as_int64_cpu(offsets, "offsets")
+    num_tables = cdf.shape[0]
+    if num_tables == 0:
+        raise ValueError("cdfs is empty")
+    if lengths.numel() != num_tables or offs.numel() != num_tables:
+        raise ValueError(
+            f"cdfs has {num_tables} tables but cdf_lengths has {lengths.numel()} and offsets {offs.numel()} entries"
+        )
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (cdf, lengths, offs):
+        digest.update(np.ascontiguousarray(part.numpy()).tobytes())
+        digest.update(str(tuple(part.shape)).encode())
+    key = (digest.hexdigest(), str(device))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+
+    if int(lengths.min()) < 2 or int(lengths.max()) > min(cdf.shape[1], MAX_CDF_LENGTH):
+        raise ValueError(
+            f"cdf_lengths must be in [2, {min(cdf.shape[1], MAX_CDF_LENGTH)}], got range "
+            f"[{int(lengths.min())}, {int(lengths.max())}]"
+        )
+    if int(offs.min()) < INT32_MIN or int(offs.max()) > INT32_MAX:
+        raise ValueError("offsets must fit in int32")
+    width = int(lengths.max())
+    cdf = cdf[:, :width]
+    cols = torch.arange(width)
+    inside = cols[None, :] < lengths[:, None]
+    rows = torch.arange(num_tables)
+    if bool((cdf[:, 0] != 0).any()) or bool((cdf[rows, lengths - 1] != PROB_SCALE).any()):
+        raise ValueError(f"every cdf row must start at 0 and end at {PROB_SCALE} (cdfs[i][cdf_lengths[i] - 1])")
+    steps = cdf[:, 1:] - cdf[:, :-1]
+    if bool(((steps < 0) & inside[:, 1:]).any()):
+        raise ValueError("cdf rows must be non-decreasing")
+
+    bins = width - 1
+    start = torch.where(inside[:, :-1], cdf[:, :-1], 0)
+    freq = torch.where(inside[:, 1:], steps, 0)
+    # The padding table: one bin covering everything.
+    pad_start = torch.zeros(1, bins, dtype=torch.int64)
+    pad_freq = torch.zeros(1, bins, dtype=torch.int64)
+    pad_freq[0, 0] = PROB_SCALE
+    start = torch.cat([start, pad_start]).reshape(-1)
+    freq = torch.cat([freq, pad_freq]).reshape(-1)
+    max_values = torch.cat([lengths - 2, torch.zeros(1, dtype=torch.int64)])
+    offs = torch.cat([offs, torch.zeros(1, dtype=torch.int64)])
+    tables = CdfTables(
+        num_tables,
+        bins,
+        start.to(device),
+        freq.to(device),
+        offs.to(device),
+        max_values.to(device),
+        device,
+        key[0],
+    )
+    with _CACHE_LOCK:
+        _CACHE[key] = tables
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return tables
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 35, 7):  # at most 5 bytes: values < 2**35
+        if pos >= len(blob):
+            raise BitstreamError("rANS blob truncated inside its header")
+        byte = blob[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if byte == 0 and shift:
+                raise BitstreamError("rANS blob header has a non-canonical varint")
+            return value, pos
+    raise BitstreamError("rANS blob header has an overlong varint")
+
+
+def _symbols_tensor(symbols, device: torch.device | None) -> Tensor:
+    if isinstance(symbols, Tensor):
+        t = symbols.detach()
+        if t.is_complex():
+            raise ValueError("symbols must be integers")
+        if t.is_floating_point():
+            r = torch.round(t)
+            if not bool((r == t).all()):
+                raise ValueError("floating-point symbols must hold integer values")
+            t = r
+        t = t.reshape(-1).to(torch.int64)
+    else:
+        t = torch.as_tensor(np.asarray(symbols, dtype=np.int64)).reshape(-1)
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+def _indexes_tensor(indexes, device: torch.device | None) -> Tensor:
+    if isinstance(indexes, Tensor):
+        if indexes.is_floating_point() or indexes.is_complex():
+            raise ValueError(f"indexes must be integers, got dtype {indexes.dtype}")
+        t = indexes.detach().reshape(-1).to(torch.int64)
+    else:
+        t = torch.as_tensor(np.asarray(indexes, dtype=np.int64)).reshape(-1)
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+def _pack_escapes(raw: Tensor) -> bytes:
+    """Elias-gamma codes of ``raw + 1``: all unary prefixes first, then all mantissas, MSB first."""
+    if raw.numel() == 0:
+        return b""
+    val = raw.to("cpu", torch.int64) + 1
+    nbits = torch.floor(torch.log2(val.double())).long()  # bit length - 1, corrected below for exactness
+    nbits = nbits + ((val >> (nbits + 1)) > 0).long() - ((val >> nbits) == 0).long()
+    count = val.numel()
+    prefix_len = int(nbits.sum()) + count
+    prefix = torch.zeros(prefix_len, dtype=torch.uint8)
+    prefix[torch.cumsum(nbits + 1, 0) - 1] = 1
+    mant_len = prefix_len - count
+    owner = torch.repeat_interleave(torch.arange(count), nbits)
+    first = torch.cumsum(nbits, 0) - nbits
+    within = torch.arange(mant_len) - first[owner]
+    mant = ((val[owner] >> (nbits[owner] - 1 - within)) & 1).to(torch.uint8)
+    bits = torch.cat([prefix, mant])
+    bits = torch.cat([bits, torch.zeros((-bits.numel()) % 8, dtype=torch.uint8)])
+    return np.packbits(bits.numpy()).tobytes()
+
+
+def _unpack_escapes(data: bytes, count: int) -> Tensor:
+    """Inverse of :func:`_pack_escapes`; ``BitstreamError`` unless ``data`` holds exactly ``count`` codes."""
+    if count == 0:
+        if data:
+            raise BitstreamError("rANS blob has escape data but no escaped symbol")
+        return torch.zeros(0, dtype=torch.int64)
+    bits = torch.from_numpy(np.unpackbits(np.frombuffer(data, dtype=np.uint8)).astype(np.int64))
+    ones = torch.nonzero(bits[: min(bits.numel(), count * (MAX_ESCAPE_BITS + 1))]).reshape(-1)
+    if ones.numel() < count:
+        raise BitstreamError("rANS escape section is truncated")
+    ends = ones[:count]
+    nbits = torch.diff(ends, prepend=torch.tensor([-1])) - 1
+    if int(nbits.max()) > MAX_ESCAPE_BITS:
+        raise BitstreamError("rANS escape section holds an impossible value")
+    prefix_len = int(ends[-1]) + 1
+    mant_len = prefix_len - count
+    total = prefix_len + mant_len
+    if (total + 7) // 8 != len(data) or bool(bits[total:].any()):
+        raise BitstreamError("rANS escape section has the wrong length")
+    owner = torch.repeat_interleave(torch.arange(count), nbits)
+    first = torch.cumsum(nbits, 0) - nbits
+    within = torch.arange(mant_len) - first[owner]
+    mant = bits[prefix_len:total] << (nbits[owner] - 1 - within)
+    val = torch.ones(count, dtype=torch.int64) << nbits
+    val.index_add_(0, owner, mant)
+    return val - 1
+
+
+def ideal_bits(symbols, indexes, cdfs: TableArg, cdf_lengths=None, offsets=None) -> float:
+    """Ideal size in bits (sum of ``-log2 p``) of ``symbols`` under the quantized tables, escapes' bins included.
+
+    >>> round(ideal_bits([0, 1], [0, 0], [[0, 32768, 65535, 65536]], [4], [0]), 3)
+    2.0
+    """
+    _, freq, _, _ = _prepare_symbols(symbols, indexes, prepare_tables(cdfs, cdf_lengths, offsets), None)
+    return float((PRECISION - torch.log2(freq.double())).sum())
+
+
+def _prepare_symbols(symbols, indexes, tables: CdfTables, device):
+    """Bin start/frequency of every symbol, plus escape positions and raw escape values."""
+    sym = _symbols_tensor(symbols, device)
+    idx = _indexes_tensor(indexes, sym.device)
+    if sym.numel() != idx.numel():
+        raise ValueError(f"symbols has {sym.numel()} elements but indexes has {idx.numel()}")
+    tables = tables.to(sym.device)
+    if sym.numel() == 0:
+        empty = sym.new_zeros(0)
+        return empty, empty, empty, empty
+    lo, hi = torch.aminmax(idx)
+    if int(lo) < 0 or int(hi) >= tables.num_tables:
+        raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
+    slo, shi = torch.aminmax(sym)
+    if int(slo) < INT32_MIN or int(shi) > INT32_MAX:
+        raise ValueError("symbols must fit in int32")
+    value = sym - tables.offsets[idx]
+    max_value = tables.max_values[idx]
+    escaped = (value < 0) | (value >= max_value)
+    bins = idx * tables.bins_per_table + torch.where(escaped, max_value, value)
+    start = tables.start[bins]
+    freq = tables.freq[bins]
+    if bool((freq == 0).any()):
+        bad = int(torch.nonzero(freq == 0)[0, 0])
+        raise ValueError(
+            f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
+        )
+    esc_pos = torch.nonzero(escaped).reshape(-1)
+    if esc_pos.numel():
+        v = value[esc_pos]
+        m = max_value[esc_pos]
+        raw = torch.where(v < 0, -2 * v - 1, 2 * (v - m))
+    else:
+        raw = value.new_zeros(0)
+    return start, freq, raw, esc_pos
+
+
+# --------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------
+
+
+def _layout(counts: list[int], lanes: list[int], device) -> tuple[Tensor, int, int]:
+    """Flat position in the [steps, total_lanes] grid of every symbol of every item (items concatenated)."""
+    total_lanes = sum(lanes)
+    steps = max([(n + k - 1) // k for n, k in zip(counts, lanes) if k] or [0])
+    n_total = sum(counts)
+    if n_total == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device), steps, total_lanes
+    if len(counts) == 1:
+        return torch.arange(n_total, device=device), steps, total_lanes
+    cnt = torch.tensor(counts, dtype=torch.int64, device=device)
+    item = torch.repeat_interleave(torch.arange(len(counts), device=device), cnt, output_size=n_total)
+    item_first = torch.cumsum(cnt, 0) - cnt
+    lane_k = torch.tensor(lanes, dtype=torch.int64, device=device)
+    lane_first = torch.cumsum(lane_k, 0) - lane_k
+    local = torch.arange(n_total, device=device) - item_first[item]
+    k = lane_k[item]
+    return (local // k) * total_lanes + lane_first[item] + local % k, steps, total_lanes
+
+
+def _encode_lanes(start: Tensor, freq: Tensor, steps: int, lanes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the rANS encoder over a [steps, lanes] grid; returns (final states, words, emitted mask)."""
+    device = start.device
+    cmf = PROB_SCALE - freq  # x' = x + q * (M - f) + start, with q = x // f
+    x = torch.full((lanes,), STATE_LOWER, dtype=torch.int64, device=device)
+    words = torch.empty((steps, lanes), dtype=torch.int64, device=device)
+    emitted = torch.empty((steps, lanes), dtype=torch.bool, device=device)
+    for t in range(steps - 1, -1, -1):
+        f_t = freq[t]
+        high = x >> WORD_BITS
+        e_t = torch.ge(high, f_t, out=emitted[t])  # x >= f << 16: one word out
+        torch.bitwise_and(x, WORD_MASK, out=words[t])
+        x = torch.where(e_t, high, x)
+        q = torch.div(x, f_t, rounding_mode="floor")
+        x = torch.addcmul(start[t], q, cmf[t]).add_(x)
+    return x, words, emitted
+
+
+def _words_to_bytes(words: Tensor) -> bytes:
+    return words.to("cpu", torch.int64).numpy().astype("<u2").tobytes()
+
+
+def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[bytes]:
+    """Encode many independent items in one pass; item ``i`` gives the same bytes as encoding it alone.
+
+    >>> import torch
+    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
+    >>> blobs = encode_batch([torch.tensor([0, 1, 2]), torch.tensor([5])], [torch.zeros(3, dtype=torch.int64), [0]], cdf, [5], [0])
+    >>> [decode_batch(blobs, [torch.zeros(3, dtype=torch.int64), [0]], cdf, [5], [0])[i].tolist() for i in range(2)]
+    [[0, 1, 2], [5]]
+    """
+    if len(symbols_list) != len(indexes_list):
+        raise ValueError("symbols_list and indexes_list must have the same length")
+    if not len(symbols_list):
+        return []
+    first = symbols_list[0]
+    device = first.device if isinstance(first, Tensor) else (cdfs.device if isinstance(cdfs, (Tensor, CdfTables)) else torch.device("cpu"))
+    tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
+    starts, freqs, counts, lanes, escapes = [], [], [], [], []
+    for symbols, indexes in zip(symbols_list, indexes_list):
+        start, freq, raw, _ = _prepare_symbols(symbols, indexes, tables, device)
+        n = freq.numel()
+        bits16 = int(_COST16.to(device)[freq].sum()) if n else 0
+        counts.append(n)
+        lanes.append(lanes_for(n, bits16))
+        starts.append(start)
+        freqs.append(freq)
+        escapes.append(_pack_escapes(raw))
+    position, steps, total_lanes = _layout(counts, lanes, device)
+    # Padding cells (short items, last partial step) code the "everything" bin: an exact no-op.
+    grid_start = torch.zeros(steps * total_lanes, dtype=torch.int64, device=device)
+    grid_freq = torch.full((steps * total_lanes,), PROB_SCALE, dtype=torch.int64, device=device)
+    if position.numel():
+        grid_start[position] = torch.cat(starts)
+        grid_freq[position] = torch.cat(freqs)
+    states, words, emitted = _encode_lanes(
+        grid_start.view(steps, total_lanes), grid_freq.view(steps, total_lanes), steps, total_lanes
+    )
+    states = states.cpu()
+    blobs = []
+    lane_first = 0
+    for n, k, esc in zip(counts, lanes, escapes):
+        cols = slice(lane_first, lane_first + k)
+        lane_first += k
+        item_words = words[:, cols][emitted[:, cols]] if k else words.new_zeros(0)
+        head = bytes([FORMAT_TAG]) + _varint(k) + _varint(len(esc))
+        state_bytes = states[cols].numpy().astype("<u4").tobytes()
+        blobs.append(head + state_bytes + _words_to_bytes(item_words) + esc)
+    return blobs
+
+
+def encode_with_indexes(symbols, indexes, cdfs: TableArg, cdf_lengths=None, offsets=None) -> bytes:
+    """Encode integer ``symbols`` with the CDF table ``indexes`` picks for each (CompressAI's meaning).
+
+    ``symbols`` and ``indexes``: tensors of any shape (flattened in C order) on CPU or CUDA, or
+    lists. ``cdfs``: ``[num_tables, max_length]`` 16-bit-precision integer CDFs (tensor or list of
+    rows), or a :class:`CdfTables` (then ``cdf_lengths`` / ``offsets`` are not needed).
+
+    >>> import torch
+    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
+    >>> x = torch.tensor([[0, 1], [2, -7]])
+    >>> blob = encode_with_indexes(x, torch.zeros_like(x), cdf, [5], [0])
+    >>> decode_with_indexes(blob, torch.zeros_like(x), cdf, [5], [0]).tolist()
+    [[0, 1], [2, -7]]
+    """
+    return encode_batch([symbols], [indexes], cdfs, cdf_lengths, offsets)[0]
+
+
+# --------------------------------------------------------------------------------------
+# Decoder
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ParsedBlob:
+    lanes: int
+    states: np.ndarray
+    words: np.ndarray
+    escapes: bytes
+
+
+def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"rANS blob must be bytes, got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < 3 or blob[0] != FORMAT_TAG:
+        raise BitstreamError("not a neuralcodec rANS blob (bad tag or too short)")
+    lanes, pos = _read_varint(blob, 1)
+    esc_len, pos = _read_varint(blob, pos)
+    if num_symbols == 0:
+        if lanes or esc_len or pos != len(blob):
+            raise BitstreamError("rANS blob does not match an empty symbol tensor")
+        return _ParsedBlob(0, np.zeros(0, np.int64), np.zeros(0, np.int64), b"")
+    if not 1 <= lanes <= num_symbols:
+        raise BitstreamError(f"rANS blob declares {lanes} lanes for {num_symbols} symbols")
+    rest = len(blob) - pos - 4 * lanes - esc_len
+    if rest < 0 or rest % 2:
+        raise BitstreamError("rANS blob length does not match its header (truncated or corrupted)")
+    num_words = rest // 2
+    if num_words > num_symbols:
+        raise BitstreamError("rANS blob holds more words than symbols")
+    # A lane count far below what the encoder picks for this size would only make decoding slow:
+    # the encoder's count for a quarter of the payload is a safe lower bound.
+    payload_bits16 = 16 * 8 * (2 * num_words + 4 * lanes)
+    if lanes < lanes_for(num_symbols, payload_bits16 // 8):
+        raise BitstreamError("rANS blob declares an implausible lane count")
+    states = np.frombuffer(blob, dtype="<u4", count=lanes, offset=pos).astype(np.int64)
+    if (states < STATE_LOWER).any():
+        raise BitstreamError("rANS blob has an invalid lane state")
+    pos += 4 * lanes
+    words = np.frombuffer(blob, dtype="<u2", count=num_words, offset=pos).astype(np.int64)
+    pos += 2 * num_words
+    return _ParsedBlob(lanes, states, words, blob[pos:])
+
+
+def _decode_lanes(
+    x: Tensor,
+    table_base: Tensor,
+    lut: Tensor,
+    start: Tensor,
+    freq: Tensor,
+    words: Tensor,
+    ptr: Tensor,
+    lane_first: Tensor | None,
+    lane_end: Tensor | None,
+    lane_item: Tensor | None,
+    steps: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the rANS decoder over a [steps, lanes] grid; returns (final states, read pointers, bins).
+
+    ``ptr`` holds, per item, the index of the last word consumed; an item's words follow it.
+    """
+    lanes = x.numel()
+    bins = torch.empty((steps, lanes), dtype=torch.int32, device=x.device)
+    ranks0 = torch.zeros(lanes + 1, dtype=torch.int64, device=x.device)  # [0, cumsum(need)...]
+    ranks = ranks0[1:]
+    for t in range(steps):
+        slot = x & WORD_MASK
+        b_t = torch.index_select(lut, 0, table_base[t] + slot, out=bins[t])
+        x = torch.addcmul(slot - start[b_t], freq[b_t], x >> WORD_BITS)
+        need = x < STATE_LOWER
+        torch.cumsum(need, 0, out=ranks)
+        if lane_item is None:  # one item: one read pointer
+            pos = ranks + ptr
+            ptr = ptr + ranks[-1]
+        else:  # several items: ranks restart at each item's first lane
+            before = ranks0[lane_first]
+            pos = ranks + (ptr - before)[lane_item]
+            ptr = ptr + ranks0[lane_end] - before
+        x = torch.where(need, (x << WORD_BITS) | words[pos], x)
+    return x, ptr, bins
+
+
+def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[Tensor]:
+    """Decode many independent blobs in one pass (the inverse of :func:`encode_batch`).
+
+    Each result is int32 with the shape of its ``indexes`` and on its device. Raises
+    :class:`~neuralcodec.BitstreamError` (naming the item) if any blob is malformed.
+
+    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
+    >>> blobs = encode_batch([[1, 1, 0], [2]], [[0, 0, 0], [0]], cdf, [5], [0])
+    >>> [t.tolist() for t in decode_batch(blobs, [[0, 0, 0], [0]], cdf, [5], [0])]
+    [[1, 1, 0], [2]]
+    """
+    if len(blobs) != len(indexes_list):
+        raise ValueError("blobs and indexes_list must have the same length")
+    if not len(blobs):
+        return []
+    first = indexes_list[0]
+    device = first.device if isinstance(first, Tensor) else (cdfs.device if isinstance(cdfs, (Tensor, CdfTables)) else torch.device("cpu"))
+    tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
+    idx_flat, shapes, counts, parsed = [], [], [], []
+    for i, (blob, indexes) in enumerate(zip(blobs, indexes_list)):
+        idx = _indexes_tensor(indexes, device)
+        shapes.append(tuple(indexes.shape) if isinstance(indexes, Tensor) else tuple(np.shape(indexes)))
+        if idx.numel():
+            lo, hi = torch.aminmax(idx)
+            if int(lo) < 0 or int(hi) >= tables.num_tables:
+                raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
+        try:
+            parsed.append(_parse(blob, idx.numel()))
+        except BitstreamError as exc:
+            raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
+        idx_flat.append(idx)
+        counts.append(idx.numel())
+    lanes = [p.lanes for p in parsed]
+    position, steps, total_lanes = _layout(counts, lanes, device)
+    all_idx = torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)
+    if total_lanes:
+        table_base = torch.full((steps * total_lanes,), tables.num_tables * PROB_SCALE, dtype=torch.int64, device=device)
+        table_base[position] = all_idx * PROB_SCALE
+        # Word buffer: a dummy, then each item's words padded to its symbol count, so that every
+        # read position stays inside the buffer whatever the (possibly corrupted) data does.
+        buffer = np.zeros(1 + sum(counts), dtype=np.int64)
+        word_first = []
+        at = 1
+        for p, n in zip(parsed, counts):
+            word_first.append(at)
+            buffer[at : at + p.words.size] = p.words
+            at += n
+        words = torch.from_numpy(buffer).to(device)
+        x0 = torch.from_numpy(np.concatenate([p.states for p in parsed])).to(device)
+        items_with_lanes = [i for i, k in enumerate(lanes) if k]
+        if len(items_with_lanes) == 1:
+            ptr = torch.tensor(word_first[items_with_lanes[0]] - 1, dtype=torch.int64, device=device)
+            lane_first = lane_end = lane_item = None
+        else:
+            k = torch.tensor([lanes[i] for i in items_with_lanes], dtype=torch.int64)
+            lane_end_cpu = torch.cumsum(k, 0)
+            lane_first = (lane_end_cpu - k).to(device)
+            lane_end = lane_end_cpu.to(device)
+            lane_item = torch.repeat_interleave(torch.arange(k.numel()), k).to(device)
+            ptr = torch.tensor([word_first[i] - 1 for i in items_with_lanes], dtype=torch.int64, device=device)
+        x, ptr, bins = _decode_lanes(
+            x0,
+            table_base.view(steps, total_lanes),
+            tables.decode_lut(),
+            tables.start,
+            tables.freq,
+            words,
+            ptr,
+            lane_first,
+            lane_end,
+            lane_item,
+            steps,
+        )
+        x = x.cpu().numpy()
+        ptr = ptr.reshape(-1).cpu().numpy()
+        bins = bins.reshape(-1)[position].to(torch.int64)
+    else:
+        x = np.zeros(0, np.int64)
+        bins = torch.zeros(0, dtype=torch.int64, device=device)
+    # End checks: each item consumed exactly its words, and every lane is back at the initial state.
+    lane_at = 0
+    for j, i in enumerate(i for i, k in enumerate(lanes) if k):
+        k = lanes[i]
+        if int(ptr[j]) != word_first[i] - 1 + parsed[i].words.size or bool((x[lane_at : lane_at + k] != STATE_LOWER).any()):
+            raise BitstreamError(
+                (f"item {i}: " if len(blobs) > 1 else "") + "rANS blob is corrupted or does not match these indexes/tables"
+            )
+        lane_at += k
+    value = bins - all_idx * tables.bins_per_table
+    max_value = tables.max_values[all_idx]
+    escaped = value == max_value
+    out = value + tables.offsets[all_idx]
+    esc_count = torch.zeros(len(blobs), dtype=torch.int64)
+    if bool(escaped.any()):
+        item_of = torch.repeat_interleave(torch.arange(len(blobs)), torch.tensor(counts)).to(device)
+        esc_count = torch.bincount(item_of[escaped], minlength=len(blobs)).cpu()
+    raws = []
+    for i, p in enumerate(parsed):
+        try:
+            raws.append(_unpack_escapes(p.escapes, int(esc_count[i])))
+        except BitstreamError as exc:
+            raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
+    if bool(escaped.any()):
+        raw = torch.cat(raws).to(device)
+        esc_pos = torch.nonzero(escaped).reshape(-1)
+        m = max_value[esc_pos]
+        decoded = torch.where((raw & 1) == 1, -((raw + 1) >> 1), (raw >> 1) + m)
+        out[esc_pos] = decoded + tables.offsets[all_idx[esc_pos]]
+        if bool(((out < INT32_MIN) | (out > INT32_MAX)).any()):
+            raise BitstreamError("rANS escape section decodes to a value outside int32")
+    out = out.to(torch.int32)
+    results = []
+    at = 0
+    for n, shape in zip(counts, shapes):
+        results.append(out[at : at + n].reshape(shape))
+        at += n
+    return results
+
+
+def decode_with_indexes(blob: bytes, indexes, cdfs: TableArg, cdf_lengths=None, offsets=None) -> Tensor:
+    """Decode a blob from :func:`encode_with_indexes`: int32, shape of ``indexes``, on its device.
+
+    Raises :class:`~neuralcodec.BitstreamError` for a truncated, corrupted or foreign blob
+    (see the module docstring for exactly what is guaranteed).
+
+    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
+    >>> decode_with_indexes(encode_with_indexes([3, 0, 9], [0, 0, 0], cdf, [5], [0]), [0, 0, 0], cdf, [5], [0]).tolist()
+    [3, 0, 9]
+    """
+    return decode_batch([blob], [indexes], cdfs, cdf_lengths, offsets)[0]

@@ -169,20 +169,25 @@ def _plan(
     return jobs
 
 
-def _run(jobs: list[_Job], work: Callable[[_Job], str | None], quiet: bool, desc: str, failures: _Failures) -> None:
+def _run(jobs: list[_Job], work: Callable[[_Job], str | None], quiet: bool, desc: str, failures: _Failures) -> int:
+    """Run ``work`` on every job; return how many succeeded."""
+    done = 0
     for job in _progress(jobs, quiet, desc):
         try:
             message = work(job)
         except Exception as e:  # noqa: BLE001 - report any failure of one file and go on
             failures.report(job.source, e)
             continue
+        done += 1
         if message and not quiet:
             _echo_err(message)
+    return done
 
 
 def _finish(failures: _Failures, done: int, verb: str) -> None:
     if failures.count:
-        _echo_err(f"{verb} {done} file(s); {failures.count} failed")
+        if done + failures.count > 1:
+            _echo_err(f"{verb} {done} file(s); {failures.count} failed")
         raise click.exceptions.Exit(1)
 
 
@@ -227,7 +232,12 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
     def work(job: _Job) -> str:
         _check_target(job.target, overwrite)
         media = read_media(job.source)
-        codec, _ = models.get(model or DEFAULT_MODELS[media.modality])
+        try:
+            codec, _ = models.get(model or DEFAULT_MODELS[media.modality])
+        except ModelNotFoundError as e:
+            if model is not None:
+                raise
+            raise ModelNotFoundError(f"no default {media.modality} model installed ({e}); pass --model NAME or PATH") from None
         if codec.modality != media.modality:
             raise NeuralCodecError(
                 f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {media.modality}"
@@ -243,8 +253,7 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
             tmp.write_bytes(blob)
         return f"{job.source} -> {job.target}: {_human_bytes(len(blob))}, {_rate_text(_rate(container.modality, container.shape, container.metadata, len(blob)))}"
 
-    _run(jobs, work, quiet, "encode", failures)
-    _finish(failures, len(jobs) - failures.count, "encoded")
+    _finish(failures, _run(jobs, work, quiet, "encode", failures), "encoded")
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -336,8 +345,7 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         write_media(target, decoded.float().cpu(), container.modality, meta, overwrite=overwrite)
         return f"{job.source} -> {target}"
 
-    _run(jobs, work, quiet, "decode", failures)
-    _finish(failures, len(jobs) - failures.count, "decoded")
+    _finish(failures, _run(jobs, work, quiet, "decode", failures), "decoded")
 
 
 # -- info -------------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ from .coding import decode_command, encode_command, info_command  # noqa: E402
 cli.add_command(encode_command)
 cli.add_command(decode_command)
 cli.add_command(info_command)
+from .bench import bench as bench_group  # noqa: E402  (codec bench rd | speed)
+
+cli.add_command(bench_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import click
-import torch
+
+if TYPE_CHECKING:  # torch is imported when a command runs, so `codec --help` starts fast
+    import torch
 
 from ..errors import BitstreamError, MediaError, ModelMismatchError, ModelNotFoundError, NeuralCodecError
 
@@ -86,7 +88,9 @@ def _progress(items: list[Any], quiet: bool, desc: str) -> Iterable[Any]:
     return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=disable, dynamic_ncols=True)
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str) -> "torch.device":
+    import torch
+
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -104,7 +108,7 @@ def _device(name: str) -> torch.device:
 class _Models:
     """Loads each model once per run; a model that fails to load fails every file that needs it."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: "torch.device") -> None:
         self.device = device
         self._cache: dict[str, Any] = {}
 
@@ -230,6 +234,8 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
     jobs = _plan(inputs, output, IMAGE_SUFFIXES + AUDIO_SUFFIXES, NCF_SUFFIX, failures)
 
     def work(job: _Job) -> str:
+        import torch
+
         _check_target(job.target, overwrite)
         media = read_media(job.source)
         try:
@@ -312,6 +318,8 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
     jobs = _plan(inputs, output, (NCF_SUFFIX,), None, failures)
 
     def work(job: _Job) -> str:
+        import torch
+
         blob = job.source.read_bytes()
         try:
             container = Container.from_bytes(blob)

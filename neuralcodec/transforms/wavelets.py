@@ -212,24 +212,11 @@ def _kernels(wavelet: str, levels: int, dtype, device):
     )
 
 
-def wpt_filter_bank(x: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, kernel=None) -> Tensor:
-    """Full wavelet packet transform by composed polyphase convolutions (any pywt wavelet).
-
-    ``kernel`` optionally passes a precomputed ``(analysis_kernel, left_pad)`` (used by
-    :class:`WPT` to keep its kernel on the right device). See the module docstring for the layout.
-
-    >>> import torch
-    >>> wpt_filter_bank(torch.randn(2, 3, 64, 64), 2, "db2").shape
-    torch.Size([2, 48, 16, 16])
-    """
-    dims = _check_input(x, levels, "wpt")
+def _analysis(x: Tensor, levels: int, weight: Tensor, left: int) -> Tensor:
+    """Packet analysis with a given per-axis polyphase kernel (phases -> bands)."""
+    dims = x.ndim - 2
     batch, channels, *sizes = x.shape
-    _check_divisible(sizes, levels, "wpt")
     period = 2**levels
-    if kernel is None:
-        kernel = _kernels(wavelet, levels, x.dtype, x.device)[:2]
-    weight, left = kernel
-    weight = weight.to(dtype=x.dtype)
 
     # Process the last axis first; after axis k the layout is
     # (B*C, S_0..S_{k-1}, band_k, blocks_k, band_{k+1}, blocks_{k+1}, ...).
@@ -258,28 +245,12 @@ def wpt_filter_bank(x: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, kern
     return out.permute(order).reshape(batch, channels * bands, *blocks)
 
 
-def iwpt_filter_bank(y: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, kernel=None) -> Tensor:
-    """Inverse of :func:`wpt_filter_bank` (perfect reconstruction, any pywt wavelet).
-
-    >>> import torch
-    >>> x = torch.randn(1, 2, 32, dtype=torch.float64)
-    >>> bool((iwpt_filter_bank(wpt_filter_bank(x, 3, "sym4"), 3, "sym4") - x).abs().max() < 1e-10)
-    True
-    """
-    dims = _check_input(y, levels, "iwpt")
+def _synthesis(y: Tensor, levels: int, weight: Tensor, left: int) -> Tensor:
+    """Packet synthesis with a given per-axis polyphase kernel (bands -> phases)."""
+    dims = y.ndim - 2
     batch, channels_bands, *blocks = y.shape
     period = 2**levels
-    bands = period**dims
-    if channels_bands % bands:
-        raise ValueError(
-            f"iwpt: {channels_bands} channels is not a multiple of the {bands} bands of a "
-            f"{dims}D, {levels}-level packet transform"
-        )
-    channels = channels_bands // bands
-    if kernel is None:
-        kernel = _kernels(wavelet, levels, y.dtype, y.device)[2:]
-    weight, left = kernel
-    weight = weight.to(dtype=y.dtype)
+    channels = channels_bands // period**dims
     bc = batch * channels
 
     if dims == 1:
@@ -301,6 +272,82 @@ def iwpt_filter_bank(y: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, ker
         inner = math.prod(period * b for b in blocks[k + 1 :])
         out = _synthesis_axis(out, outer, blocks[k], inner, period, weight, left)
     return out.reshape(batch, channels, *sizes)
+
+
+def _adjoint(weight: Tensor, left: int) -> tuple[Tensor, int]:
+    """Kernel of the adjoint (transpose) circular convolution: swap in/out, reverse the taps."""
+    return weight.transpose(0, 1).flip(-1).contiguous(), weight.shape[-1] - 1 - left
+
+
+class _AnalysisFn(torch.autograd.Function):
+    """Analysis whose gradient is the adjoint transform (a synthesis-shaped pass with the
+    transposed kernel), as fast as the forward and itself differentiable; autograd through the
+    pads/convs/permutes would be about 3x slower than the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x, levels, weight, left):  # type: ignore[override]
+        ctx.levels, ctx.left = levels, left
+        ctx.save_for_backward(weight)
+        return _analysis(x, levels, weight, left)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        adj, adj_left = _adjoint(weight, ctx.left)
+        return _SynthesisFn.apply(grad.contiguous(), ctx.levels, adj, adj_left), None, None, None
+
+
+class _SynthesisFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, levels, weight, left):  # type: ignore[override]
+        ctx.levels, ctx.left = levels, left
+        ctx.save_for_backward(weight)
+        return _synthesis(y, levels, weight, left)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        adj, adj_left = _adjoint(weight, ctx.left)
+        return _AnalysisFn.apply(grad.contiguous(), ctx.levels, adj, adj_left), None, None, None
+
+
+def wpt_filter_bank(x: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, kernel=None) -> Tensor:
+    """Full wavelet packet transform by composed polyphase convolutions (any pywt wavelet).
+
+    ``kernel`` optionally passes a precomputed ``(analysis_kernel, left_pad)`` (used by
+    :class:`WPT` to keep its kernel on the right device). See the module docstring for the layout.
+
+    >>> import torch
+    >>> wpt_filter_bank(torch.randn(2, 3, 64, 64), 2, "db2").shape
+    torch.Size([2, 48, 16, 16])
+    """
+    _check_input(x, levels, "wpt")
+    _check_divisible(x.shape[2:], levels, "wpt")
+    if kernel is None:
+        kernel = _kernels(wavelet, levels, x.dtype, x.device)[:2]
+    weight, left = kernel
+    return _AnalysisFn.apply(x, levels, weight.to(dtype=x.dtype), left)
+
+
+def iwpt_filter_bank(y: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET, kernel=None) -> Tensor:
+    """Inverse of :func:`wpt_filter_bank` (perfect reconstruction, any pywt wavelet).
+
+    >>> import torch
+    >>> x = torch.randn(1, 2, 32, dtype=torch.float64)
+    >>> bool((iwpt_filter_bank(wpt_filter_bank(x, 3, "sym4"), 3, "sym4") - x).abs().max() < 1e-10)
+    True
+    """
+    dims = _check_input(y, levels, "iwpt")
+    bands = 2 ** (levels * dims)
+    if y.shape[1] % bands:
+        raise ValueError(
+            f"iwpt: {y.shape[1]} channels is not a multiple of the {bands} bands of a "
+            f"{dims}D, {levels}-level packet transform"
+        )
+    if kernel is None:
+        kernel = _kernels(wavelet, levels, y.dtype, y.device)[2:]
+    weight, left = kernel
+    return _SynthesisFn.apply(y, levels, weight.to(dtype=y.dtype), left)
 
 
 # ----------------------------------------------------------------------------------------------

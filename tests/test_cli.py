@@ -288,16 +288,18 @@ def test_bundled_sample_exists_and_is_small():
 
 
 def test_console_script(tmp_path, toy):
-    # The installed `codec` script in a fresh process: info on a real file, a clean failure on a bad one.
+    # The installed `codec` script in a fresh process (one process: it pays torch's import):
+    # a good file is described as JSON, a bad one is reported on stderr, and the exit code is 1.
     _image(tmp_path / "a.png")
     assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
     (tmp_path / "bad.ncf").write_bytes(b"\x89NCF garbage")
     script = shutil.which("codec")
     command = [script] if script else [sys.executable, "-m", "neuralcodec"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    ok = subprocess.run(command + ["info", "--json", str(tmp_path / "a.ncf")], capture_output=True, text=True, env=env, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["codec"] == "toy-image"
-    bad = subprocess.run(command + ["decode", str(tmp_path / "bad.ncf"), "-o", str(tmp_path / "bad.png")], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 1 and "bad.ncf" in bad.stderr
-    assert not (tmp_path / "bad.png").exists()
+    run = subprocess.run(
+        command + ["info", "--json", str(tmp_path / "a.ncf"), str(tmp_path / "bad.ncf")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 1, run.stderr
+    assert json.loads(run.stdout)["codec"] == "toy-image"
+    assert "bad.ncf" in run.stderr and "a.ncf" not in run.stderr

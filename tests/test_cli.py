@@ -23,7 +23,7 @@ from neuralcodec import BitstreamError, ModelMismatchError
 from neuralcodec.apps.cli import main
 from neuralcodec.codecs import Codec, register_architecture
 from neuralcodec.codecs.registry import save
-from neuralcodec.datasets.media import read_media, write_audio, write_image
+from neuralcodec.datasets.media import read_media, write_audio, write_image, write_video
 from neuralcodec.entropy.container import Container
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +73,18 @@ class ToyAudioCodec(_ToyCodec):
     levels = 32767
 
 
+@register_architecture
+class ToyVideoCodec(_ToyCodec):
+    architecture = "test-toy-video"
+    modality = "video"
+
+
 @pytest.fixture
 def toy(tmp_path: Path) -> dict[str, str]:
-    """Saved toy models: two image codecs with different weights and an audio codec."""
+    """Saved toy models: two image codecs with different weights, an audio and a video codec."""
     paths = {}
-    for key, model in (("image", ToyImageCodec()), ("other", ToyImageCodec(offset=1.0)), ("audio", ToyAudioCodec())):
+    models = (("image", ToyImageCodec()), ("other", ToyImageCodec(offset=1.0)), ("audio", ToyAudioCodec()), ("video", ToyVideoCodec()))
+    for key, model in models:
         paths[key] = str(save(model, tmp_path / "models" / f"toy-{key}")) + ".safetensors"
     return paths
 
@@ -133,6 +140,21 @@ def test_audio_round_trip_wav_and_flac(tmp_path, toy):
         assert out.metadata["subtype"] == "PCM_24"
         assert out.data.shape == (2, 1001)
         assert (out.data - read_media(tmp_path / "song.flac").data).abs().max() < 1e-4
+
+
+def test_video_round_trip_and_info(tmp_path, toy, capsys):
+    x = torch.randint(0, 256, (3, 4, 9, 7), generator=torch.Generator().manual_seed(3)).float() / 255
+    write_video(tmp_path / "clip.mkv", x, "30000/1001")
+    assert main(["encode", str(tmp_path / "clip.mkv"), "-o", str(tmp_path / "clip.ncf"), "--model", toy["video"], "-q"]) == 0
+    assert main(["decode", str(tmp_path / "clip.ncf"), "--model", toy["video"], "-q", "--format", "avi"]) == 0
+    out = read_media(tmp_path / "clip.avi")  # named after the input, in the format asked for
+    assert out.metadata["fps"] == "30000/1001" and out.metadata["frames"] == 4
+    assert torch.equal(out.data, x)  # toy 8-bit quantization and FFV1 are both exact here
+    capsys.readouterr()
+    assert main(["info", "--json", str(tmp_path / "clip.ncf")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    size = (tmp_path / "clip.ncf").stat().st_size
+    assert d["duration_s"] == pytest.approx(4 * 1001 / 30000) and d["bpp"] == pytest.approx(8 * size / (4 * 9 * 7))
 
 
 def test_directory_in_directory_out_mirrors_names(tmp_path, toy):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,16 @@ from neuralcodec import MediaError
 from neuralcodec.datasets import media
 from neuralcodec.datasets.media import (
     atomic_output,
+    iter_video,
     modality_of,
     read_audio,
     read_image,
     read_media,
+    read_video,
     write_audio,
     write_image,
     write_media,
+    write_video,
 )
 
 
@@ -242,3 +246,39 @@ def test_atomic_output_cleans_up_and_respects_existing(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing noisy on the normal path
         write_image(tmp_path / "ok.png", torch.rand(3, 2, 2))
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".avi"])
+@pytest.mark.parametrize("shape,fps", [((3, 1, 4, 6), 25), ((3, 5, 7, 9), "30000/1001"), ((3, 3, 16, 10), 0.5)])
+def test_lossless_video_round_trip(tmp_path, suffix, shape, fps):
+    x = _levels(shape, 8, seed=shape[1])
+    write_video(tmp_path / f"v{suffix}", x, fps)
+    m = read_media(tmp_path / f"v{suffix}")
+    assert m.modality == "video" and m.metadata["codec"] == "ffv1"
+    assert m.metadata["frames"] == shape[1]
+    assert Fraction(m.metadata["fps"]) == Fraction(fps)
+    assert torch.equal(m.data, x)  # FFV1 in RGB is lossless
+    chunks = list(iter_video(tmp_path / f"v{suffix}", chunk_frames=2))
+    assert torch.equal(torch.cat(chunks, dim=1), x) and max(c.shape[1] for c in chunks) <= 2
+
+
+def test_h264_video_keeps_size_rate_and_frames(tmp_path):
+    t = torch.linspace(0, 1, 9)
+    x = torch.stack(torch.meshgrid(t, torch.linspace(0, 1, 13), torch.linspace(0, 1, 11), indexing="ij")).mul(0.8).add(0.1)
+    write_video(tmp_path / "v.mp4", x, "24000/1001")  # odd sides: written as 4:4:4
+    y, meta = read_video(tmp_path / "v.mp4")
+    assert y.shape == x.shape and meta["fps"] == "24000/1001" and meta["frames"] == 9
+    assert (y - x).abs().mean() < 0.02  # CRF 12 on a smooth ramp
+
+
+def test_bad_video(tmp_path):
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 nothing else")
+    write_audio(tmp_path / "sound.wav", torch.zeros(1, 100), 8000)
+    (tmp_path / "sound.wav").rename(tmp_path / "noimage.mkv")  # a file without a video stream
+    for name in ("junk.mp4", "noimage.mkv", "missing.avi"):
+        with pytest.raises(MediaError, match=name.split(".")[0]):
+            read_media(tmp_path / name)
+    for x, fps in ((torch.rand(1, 2, 4, 4), 25), (torch.rand(3, 0, 4, 4), 25), (torch.rand(3, 2, 4, 4), 0), (torch.rand(3, 2, 4, 4), "x")):
+        with pytest.raises(MediaError):
+            write_video(tmp_path / "out.mkv", x, fps)
+    assert not (tmp_path / "out.mkv").exists()

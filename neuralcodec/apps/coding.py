@@ -39,7 +39,7 @@ NCF_SUFFIX = ".ncf"
 # The model `codec encode` uses for a modality when --model is not given.
 DEFAULT_MODELS = {"image": "walloc-image-16x", "audio": "walloc-audio", "video": "walloc-video"}
 # The file format `codec decode` writes when the output name is not given.
-DEFAULT_DECODED_SUFFIX = {"image": ".png", "audio": ".wav"}
+DEFAULT_DECODED_SUFFIX = {"image": ".png", "audio": ".wav", "video": ".mkv"}
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -212,26 +212,26 @@ def _human_bytes(n: int) -> str:
 @click.command("encode")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .ncf file, or directory for several inputs. Default: next to each input.")
-@click.option("-m", "--model", default=None, help="Shipped model name or a saved model's .safetensors/.json path. Default: walloc-image-16x for images, walloc-audio for audio.")
+@click.option("-m", "--model", default=None, help="Shipped model name or a saved model's .safetensors/.json path. Default: walloc-image-16x for images, walloc-audio for audio, walloc-video for video.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
 def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool) -> None:
-    """Compress images or audio files (or directories of them) to .ncf files.
+    """Compress images, audio or video files (or directories of them) to .ncf files.
 
     \b
       codec encode photo.png -o photo.ncf
       codec encode photos/ -o compressed/        # mirrors photos/a.png -> compressed/a.ncf
       codec encode song.flac -o song.ncf --model walloc-audio
     """
-    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, atomic_output, read_media
+    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, read_media
     from ..entropy.container import Container
 
     models = _Models(_device(device))
     if model is not None:
         models.get(model)  # a missing --model fails every file: say so once, before any work
     failures = _Failures()
-    jobs = _plan(inputs, output, IMAGE_SUFFIXES + AUDIO_SUFFIXES, NCF_SUFFIX, failures)
+    jobs = _plan(inputs, output, IMAGE_SUFFIXES + AUDIO_SUFFIXES + VIDEO_SUFFIXES, NCF_SUFFIX, failures)
 
     def work(job: _Job) -> str:
         import torch
@@ -280,8 +280,17 @@ def _checked_media_metadata(container: Any, source: Path) -> dict[str, Any]:
             raise BitstreamError(f"{source}: invalid audio header (shape {shape}, sample rate {rate!r})")
         if not isinstance(meta.get("subtype", ""), str):
             raise BitstreamError(f"{source}: invalid audio subtype")
+    elif container.modality == "video":
+        from ..datasets.media import _fps_fraction
+
+        if len(shape) != 4 or shape[0] != 3:
+            raise BitstreamError(f"{source}: video shape {shape} is not (3, T, H, W)")
+        try:
+            _fps_fraction(meta.get("fps"), source)
+        except MediaError:
+            raise BitstreamError(f"{source}: invalid video frame rate {meta.get('fps')!r}") from None
     else:
-        raise MediaError(f"{source}: cannot write {container.modality!r} files yet (images and audio are supported)")
+        raise MediaError(f"{source}: cannot write {container.modality!r} files (image, audio and video are supported)")
     return meta
 
 
@@ -290,11 +299,11 @@ def _checked_media_metadata(container: Any, source: Path) -> dict[str, Any]:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (its suffix picks the format), or directory for several inputs. Default: next to each input.")
 @click.option("-m", "--model", default=None, help="Decode with this model (name or path) instead of the one named in the file; its weights must match.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--format", "fmt", default=None, help="Suffix for outputs named automatically, e.g. png, webp, wav, flac. Default: png for images, wav for audio.")
+@click.option("--format", "fmt", default=None, help="Suffix for outputs named automatically, e.g. png, webp, wav, flac, mkv, mp4. Default: png for images, wav for audio, mkv (lossless FFV1) for video.")
 @click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
 def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, fmt: str | None, overwrite: bool, quiet: bool) -> None:
-    """Decompress .ncf files (or directories of them) to images or audio.
+    """Decompress .ncf files (or directories of them) to images, audio or video.
 
     The model named in each file is used unless --model is given. The output keeps the
     original mode (gray/RGB/RGBA) and bit depth, or sample rate and sample format.
@@ -303,13 +312,13 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
       codec decode photo.ncf -o photo.png
       codec decode compressed/ -o decoded/ --format webp
     """
-    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, write_media
+    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, write_media
     from ..entropy.container import Container
 
     suffix = None
     if fmt is not None:
         suffix = "." + fmt.lower().lstrip(".")
-        if suffix not in IMAGE_SUFFIXES + AUDIO_SUFFIXES:
+        if suffix not in IMAGE_SUFFIXES + AUDIO_SUFFIXES + VIDEO_SUFFIXES:
             raise click.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
     models = _Models(_device(device))
     if model is not None:
@@ -329,8 +338,8 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         target = job.target
         if job.auto_suffix:
             wanted = suffix or DEFAULT_DECODED_SUFFIX[container.modality]
-            modality_suffixes = IMAGE_SUFFIXES if container.modality == "image" else AUDIO_SUFFIXES
-            if wanted not in modality_suffixes:
+            modality_suffixes = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "video": VIDEO_SUFFIXES}
+            if wanted not in modality_suffixes[container.modality]:
                 raise MediaError(f"{job.source}: --format {wanted[1:]} cannot hold {container.modality}")
             target = target.with_suffix(wanted)
         _check_target(target, overwrite)
@@ -367,10 +376,25 @@ def _rate(modality: str, shape: tuple[int, ...], metadata: dict[str, Any], n_byt
     if modality == "audio" and len(shape) == 2 and isinstance(rate, (int, float)) and rate > 0:
         seconds = shape[1] / rate
         return {"duration_s": seconds, "kbps": 8.0 * n_bytes / seconds / 1000.0}
+    if modality == "video" and len(shape) == 4:
+        from fractions import Fraction
+
+        try:
+            fps = Fraction(metadata.get("fps"))
+        except (TypeError, ValueError, ZeroDivisionError):
+            fps = None
+        pixels = shape[1] * shape[2] * shape[3]
+        out = {"pixels": pixels, "bpp": 8.0 * n_bytes / pixels}
+        if fps is not None and fps > 0:
+            seconds = float(shape[1] / fps)
+            out.update(duration_s=seconds, kbps=8.0 * n_bytes / seconds / 1000.0)
+        return out
     return {}
 
 
 def _rate_text(rate: dict[str, Any]) -> str:
+    if "bpp" in rate and "kbps" in rate:  # video
+        return f"{rate['kbps']:.2f} kbps over {rate['duration_s']:.3f} s, {rate['bpp']:.4f} bpp"
     if "bpp" in rate:
         return f"{rate['bpp']:.4f} bpp"
     if "kbps" in rate:
@@ -385,6 +409,8 @@ def _raw_bytes(modality: str, shape: tuple[int, ...], metadata: dict[str, Any]) 
         count *= d
     if modality == "image":
         return count * (2 if metadata.get("bit_depth") == 16 else 1)
+    if modality == "video":
+        return count
     if modality == "audio":
         bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}.get(metadata.get("subtype"), 16)
         return count * bits // 8
@@ -431,6 +457,8 @@ def _info_text(d: dict[str, Any]) -> str:
         what = f"{meta.get('mode', '?')}, {meta.get('bit_depth', '?')}-bit"
     elif d["modality"] == "audio":
         what = f"{meta.get('sample_rate', '?')} Hz, {meta.get('subtype', '?')}"
+    elif d["modality"] == "video":
+        what = f"{meta.get('fps', '?')} fps"
     else:
         what = d["modality"]
     lines = [

@@ -322,3 +322,21 @@ def test_prepared_tables_are_reused():
     blob = rans.encode_with_indexes(sym, idx, t1)
     assert blob == rans.encode_with_indexes(sym, idx, gc._quantized_cdf, gc._cdf_length, gc._offset)
     assert math.isfinite(rans.ideal_bits(sym, idx, t1))
+
+
+def test_numpy_and_torch_loops_give_the_same_bytes(monkeypatch):
+    """The CPU step loops run in NumPy; the torch loops (used on CUDA) must agree bit for bit."""
+    sym, idx, gc = _gaussian_data(20_000, seed=8)
+    sym[::97] = 5000  # escapes too
+    args = (gc._quantized_cdf, gc._cdf_length, gc._offset)
+    items = [sym[:7000], sym[7000:7001], sym]
+    item_idx = [idx[:7000], idx[7000:7001], idx]
+    fast = rans.encode_batch(items, item_idx, *args)
+    monkeypatch.setattr(rans, "CPU_LOOPS", "torch")
+    slow = rans.encode_batch(items, item_idx, *args)
+    assert fast == slow
+    for s, o in zip(items, rans.decode_batch(fast, item_idx, *args)):
+        assert torch.equal(s, o)
+    assert torch.equal(rans.decode_with_indexes(fast[2], idx, *args), sym)
+    with pytest.raises(BitstreamError):
+        rans.decode_with_indexes(fast[2][:-1], idx, *args)

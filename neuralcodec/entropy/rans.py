@@ -87,7 +87,7 @@ _COST16[1:] = 16 * PRECISION - torch.floor(16 * torch.log2(torch.arange(1, PROB_
 LANE_COST_BITS = 24  # measured average size cost of one lane (32-bit final state, 16 bits of it informative on average)
 # Overhead budget: lane count K = sqrt(ideal_bits * _LANE_SQRT_SCALE), capped so lanes never cost more than
 # _MAX_LANE_OVERHEAD of the stream and never fall below _MIN_LANE_OVERHEAD-driven counts.
-_LANE_OVERHEAD_BIG = 0.0028  # share of the ideal size spent on lanes for large streams (>= _BIG_BITS)
+_LANE_OVERHEAD_BIG = 0.0032  # share of the ideal size spent on lanes for large streams (>= _BIG_BITS)
 _BIG_BITS = 4_000_000
 _MAX_LANE_OVERHEAD = 0.012  # share for small streams (more lanes = fewer Python steps)
 
@@ -96,11 +96,11 @@ def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
     """Number of interleaved lanes for a stream of ``num_symbols`` whose ideal size is ``ideal_bits16 / 16`` bits.
 
     Each lane costs about ``LANE_COST_BITS``; the overhead share falls from ~1.2 % for small
-    streams to ~0.28 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols, 0.5 % at
+    streams to ~0.32 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols, 0.5 % at
     1e6 symbols), so the lane count grows like the square root of the size, then linearly.
 
     >>> lanes_for(0, 0), lanes_for(10, 0), lanes_for(1_000_000, 16 * 5_000_000)
-    (0, 1, 583)
+    (0, 1, 666)
     """
     if num_symbols <= 0:
         return 0
@@ -136,6 +136,11 @@ class CdfTables:
     max_values: Tensor  # int64 [T+1]: escape bin index per table
     device: torch.device
     digest: str
+    # Encoder table: row t, column c = value + 1 (value clamped to [-1, bins_per_table]) ->
+    # start | freq << 17 | escaped << 34. Columns outside [0, max_value) hold the escape bin.
+    encode_packed: Tensor | None = field(default=None, repr=False)
+    symbol_of_bin: Tensor | None = field(default=None, repr=False)  # int64 [(T+1)*W]: bin value + table offset
+    escape_of_bin: Tensor | None = field(default=None, repr=False)  # bool [(T+1)*W]: is a table's escape bin
     _lut: Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -164,6 +169,9 @@ class CdfTables:
             self.max_values.to(device),
             device,
             self.digest,
+            self.encode_packed.to(device),
+            self.symbol_of_bin.to(device),
+            self.escape_of_bin.to(device),
         )
 
 
@@ -270,6 +278,13 @@ def prepare_tables(cdfs: TableArg, cdf_lengths=None, offsets=None, device: torch
     freq = torch.cat([freq, pad_freq]).reshape(-1)
     max_values = torch.cat([lengths - 2, torch.zeros(1, dtype=torch.int64)])
     offs = torch.cat([offs, torch.zeros(1, dtype=torch.int64)])
+    # Packed encoder rows (real tables only): value -1 and values >= max_value use the escape bin.
+    width_e = bins + 2
+    value_e = torch.arange(width_e)[None, :] - 1
+    max_e = lengths[:, None] - 2
+    esc_e = (value_e < 0) | (value_e >= max_e)
+    bin_e = torch.where(esc_e, max_e, value_e) + torch.arange(num_tables)[:, None] * bins
+    packed = start[bin_e] | (freq[bin_e] << 17) | (esc_e.long() << 34)
     tables = CdfTables(
         num_tables,
         bins,
@@ -279,6 +294,9 @@ def prepare_tables(cdfs: TableArg, cdf_lengths=None, offsets=None, device: torch
         max_values.to(device),
         device,
         key[0],
+        packed.reshape(-1).to(device),
+        (torch.arange(bins)[None, :] + offs[:, None]).reshape(-1).to(device),
+        (torch.arange(bins)[None, :] == max_values[:, None]).index_fill_(0, torch.tensor([num_tables]), False).reshape(-1).to(device),
     )
     with _CACHE_LOCK:
         _CACHE[key] = tables
@@ -421,28 +439,37 @@ def _prepare_symbols(symbols, indexes, tables: CdfTables, device):
     lo, hi = torch.aminmax(idx)
     if int(lo) < 0 or int(hi) >= tables.num_tables:
         raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
-    slo, shi = torch.aminmax(sym)
-    if int(slo) < INT32_MIN or int(shi) > INT32_MAX:
-        raise ValueError("symbols must fit in int32")
-    value = sym - tables.offsets[idx]
-    max_value = tables.max_values[idx]
-    escaped = (value < 0) | (value >= max_value)
-    bins = idx * tables.bins_per_table + torch.where(escaped, max_value, value)
-    start = tables.start[bins]
-    freq = tables.freq[bins]
-    if bool((freq == 0).any()):
+    if _needs_int32_check(symbols):
+        slo, shi = torch.aminmax(sym)
+        if int(slo) < INT32_MIN or int(shi) > INT32_MAX:
+            raise ValueError("symbols must fit in int32")
+    # One gather from the packed encoder table gives start, frequency and the escape flag.
+    # index_select rather than advanced indexing / take: same result, a fraction of the cost.
+    col = sym - tables.offsets.index_select(0, idx)  # value ...
+    col += 1  # ... + 1, the column in the packed rows
+    col.clamp_(0, tables.bins_per_table + 1)
+    packed = tables.encode_packed.index_select(0, torch.add(col, idx, alpha=tables.bins_per_table + 2))
+    start = packed & 0x1FFFF
+    freq = (packed >> 17) & 0x1FFFF
+    if not bool(freq.all()):
         bad = int(torch.nonzero(freq == 0)[0, 0])
         raise ValueError(
             f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
         )
-    esc_pos = torch.nonzero(escaped).reshape(-1)
-    if esc_pos.numel():
-        v = value[esc_pos]
-        m = max_value[esc_pos]
+    escaped = packed >= (1 << 34)
+    if bool(escaped.any()):
+        esc_pos = torch.nonzero(escaped).reshape(-1)
+        esc_idx = idx.index_select(0, esc_pos)
+        v = sym.index_select(0, esc_pos) - tables.offsets.index_select(0, esc_idx)
+        m = tables.max_values.index_select(0, esc_idx)
         raw = torch.where(v < 0, -2 * v - 1, 2 * (v - m))
     else:
-        raw = value.new_zeros(0)
+        esc_pos = raw = sym.new_zeros(0)
     return start, freq, raw, esc_pos
+
+
+def _needs_int32_check(symbols) -> bool:
+    return not (isinstance(symbols, Tensor) and symbols.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8))
 
 
 # --------------------------------------------------------------------------------------
@@ -469,9 +496,18 @@ def _layout(counts: list[int], lanes: list[int], device) -> tuple[Tensor, int, i
     return (local // k) * total_lanes + lane_first[item] + local % k, steps, total_lanes
 
 
+# Which implementation runs the step loops on CPU. Both do the same integer operations in the
+# same order and give the same bytes (tested); NumPy's per-operation overhead is about a third
+# of torch's, and a step is a dozen operations on a few hundred lanes, so it is ~2x faster.
+CPU_LOOPS = "numpy"  # or "torch"
+
+
 def _encode_lanes(start: Tensor, freq: Tensor, steps: int, lanes: int) -> tuple[Tensor, Tensor, Tensor]:
     """Run the rANS encoder over a [steps, lanes] grid; returns (final states, words, emitted mask)."""
     device = start.device
+    if device.type == "cpu" and CPU_LOOPS == "numpy":
+        x, words, emitted = _encode_lanes_numpy(start.numpy(), freq.numpy(), steps, lanes)
+        return torch.from_numpy(x), torch.from_numpy(words), torch.from_numpy(emitted)
     cmf = PROB_SCALE - freq  # x' = x + q * (M - f) + start, with q = x // f
     x = torch.full((lanes,), STATE_LOWER, dtype=torch.int64, device=device)
     words = torch.empty((steps, lanes), dtype=torch.int64, device=device)
@@ -487,8 +523,42 @@ def _encode_lanes(start: Tensor, freq: Tensor, steps: int, lanes: int) -> tuple[
     return x, words, emitted
 
 
+def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: int):
+    """NumPy twin of the torch loop in :func:`_encode_lanes` (same operations, same results)."""
+    cmf = PROB_SCALE - freq
+    x = np.full(lanes, STATE_LOWER, dtype=np.int64)
+    words = np.empty((steps, lanes), dtype=np.uint16)  # the low 16 bits of x, written directly
+    emitted = np.empty((steps, lanes), dtype=bool)
+    high = np.empty(lanes, dtype=np.int64)
+    q = np.empty(lanes, dtype=np.int64)
+    for t in range(steps - 1, -1, -1):
+        f_t = freq[t]
+        np.right_shift(x, WORD_BITS, out=high)
+        e_t = np.greater_equal(high, f_t, out=emitted[t])
+        np.bitwise_and(x, WORD_MASK, out=words[t], casting="unsafe")
+        np.copyto(x, high, where=e_t)
+        np.floor_divide(x, f_t, out=q)
+        np.multiply(q, cmf[t], out=q)
+        x += q
+        x += start[t]
+    return x, words, emitted
+
+
+_COST16_BY_DEVICE: dict[str, Tensor] = {}
+
+
+def _cost16(device: torch.device) -> Tensor:
+    key = str(device)
+    if key not in _COST16_BY_DEVICE:
+        _COST16_BY_DEVICE[key] = _COST16.to(device)
+    return _COST16_BY_DEVICE[key]
+
+
 def _words_to_bytes(words: Tensor) -> bytes:
-    return words.to("cpu", torch.int64).numpy().astype("<u2").tobytes()
+    words = words.cpu()
+    if words.dtype != torch.uint16:
+        words = words.to(torch.int64)
+    return words.numpy().astype("<u2", copy=False).tobytes()
 
 
 def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[bytes]:
@@ -511,7 +581,7 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
     for symbols, indexes in zip(symbols_list, indexes_list):
         start, freq, raw, _ = _prepare_symbols(symbols, indexes, tables, device)
         n = freq.numel()
-        bits16 = int(_COST16.to(device)[freq].sum()) if n else 0
+        bits16 = int(_cost16(freq.device).index_select(0, freq).sum()) if n else 0
         counts.append(n)
         lanes.append(lanes_for(n, bits16))
         starts.append(start)
@@ -521,7 +591,10 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
     # Padding cells (short items, last partial step) code the "everything" bin: an exact no-op.
     grid_start = torch.zeros(steps * total_lanes, dtype=torch.int64, device=device)
     grid_freq = torch.full((steps * total_lanes,), PROB_SCALE, dtype=torch.int64, device=device)
-    if position.numel():
+    if len(counts) == 1:  # one item: the grid is the symbols in order, then padding
+        grid_start[: counts[0]] = starts[0]
+        grid_freq[: counts[0]] = freqs[0]
+    elif position.numel():
         grid_start[position] = torch.cat(starts)
         grid_freq[position] = torch.cat(freqs)
     states, words, emitted = _encode_lanes(
@@ -622,13 +695,20 @@ def _decode_lanes(
     ``ptr`` holds, per item, the index of the last word consumed; an item's words follow it.
     """
     lanes = x.numel()
+    if x.device.type == "cpu" and CPU_LOOPS == "numpy":
+        n = lambda t: None if t is None else t.numpy()  # noqa: E731
+        x, ptr, bins = _decode_lanes_numpy(
+            x.numpy().copy(), n(table_base), n(lut), n(start), n(freq), n(words), ptr.numpy().copy(),
+            n(lane_first), n(lane_end), n(lane_item), steps,
+        )
+        return torch.from_numpy(x), torch.from_numpy(ptr), torch.from_numpy(bins)
     bins = torch.empty((steps, lanes), dtype=torch.int32, device=x.device)
     ranks0 = torch.zeros(lanes + 1, dtype=torch.int64, device=x.device)  # [0, cumsum(need)...]
     ranks = ranks0[1:]
     for t in range(steps):
         slot = x & WORD_MASK
         b_t = torch.index_select(lut, 0, table_base[t] + slot, out=bins[t])
-        x = torch.addcmul(slot - start[b_t], freq[b_t], x >> WORD_BITS)
+        x = torch.addcmul(slot - start.index_select(0, b_t), freq.index_select(0, b_t), x >> WORD_BITS)
         need = x < STATE_LOWER
         torch.cumsum(need, 0, out=ranks)
         if lane_item is None:  # one item: one read pointer
@@ -638,8 +718,42 @@ def _decode_lanes(
             before = ranks0[lane_first]
             pos = ranks + (ptr - before)[lane_item]
             ptr = ptr + ranks0[lane_end] - before
-        x = torch.where(need, (x << WORD_BITS) | words[pos], x)
+        x = torch.where(need, (x << WORD_BITS) | words.index_select(0, pos), x)
     return x, ptr, bins
+
+
+def _decode_lanes_numpy(x, table_base, lut, start, freq, words, ptr, lane_first, lane_end, lane_item, steps):
+    """NumPy twin of the torch loop in :func:`_decode_lanes` (same operations, same results)."""
+    lanes = x.size
+    bins = np.empty((steps, lanes), dtype=lut.dtype)
+    ranks0 = np.zeros(lanes + 1, dtype=np.int64)
+    ranks = ranks0[1:]
+    slot = np.empty(lanes, dtype=np.int64)
+    tmp = np.empty(lanes, dtype=np.int64)
+    need = np.empty(lanes, dtype=bool)
+    single = lane_item is None
+    p = int(ptr) if single else None
+    for t in range(steps):
+        np.bitwise_and(x, WORD_MASK, out=slot)
+        np.add(table_base[t], slot, out=tmp)
+        b_t = lut.take(tmp, out=bins[t])
+        x >>= WORD_BITS
+        x *= freq.take(b_t)
+        x += slot
+        x -= start.take(b_t)
+        np.less(x, STATE_LOWER, out=need)
+        np.cumsum(need, out=ranks)
+        if single:
+            pos = ranks + p
+            p += int(ranks[-1])
+        else:
+            before = ranks0[lane_first]
+            pos = ranks + (ptr - before)[lane_item]
+            ptr = ptr + ranks0[lane_end] - before
+        np.left_shift(x, WORD_BITS, out=tmp)
+        tmp |= words.take(pos)
+        np.copyto(x, tmp, where=need)
+    return x, (np.array(p, dtype=np.int64) if single else ptr), bins
 
 
 def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[Tensor]:
@@ -679,7 +793,10 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
     all_idx = torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)
     if total_lanes:
         table_base = torch.full((steps * total_lanes,), tables.num_tables * PROB_SCALE, dtype=torch.int64, device=device)
-        table_base[position] = all_idx * PROB_SCALE
+        if len(counts) == 1:
+            torch.mul(all_idx, PROB_SCALE, out=table_base[: counts[0]])
+        else:
+            table_base[position] = all_idx * PROB_SCALE
         # Word buffer: a dummy, then each item's words padded to its symbol count, so that every
         # read position stays inside the buffer whatever the (possibly corrupted) data does.
         buffer = np.zeros(1 + sum(counts), dtype=np.int64)
@@ -717,7 +834,8 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
         )
         x = x.cpu().numpy()
         ptr = ptr.reshape(-1).cpu().numpy()
-        bins = bins.reshape(-1)[position].to(torch.int64)
+        bins = bins.reshape(-1)
+        bins = (bins[: counts[0]] if len(counts) == 1 else bins.index_select(0, position))
     else:
         x = np.zeros(0, np.int64)
         bins = torch.zeros(0, dtype=torch.int64, device=device)
@@ -730,10 +848,8 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
                 (f"item {i}: " if len(blobs) > 1 else "") + "rANS blob is corrupted or does not match these indexes/tables"
             )
         lane_at += k
-    value = bins - all_idx * tables.bins_per_table
-    max_value = tables.max_values[all_idx]
-    escaped = value == max_value
-    out = value + tables.offsets[all_idx]
+    out = tables.symbol_of_bin.index_select(0, bins)
+    escaped = tables.escape_of_bin.index_select(0, bins)
     esc_count = torch.zeros(len(blobs), dtype=torch.int64)
     if bool(escaped.any()):
         item_of = torch.repeat_interleave(torch.arange(len(blobs)), torch.tensor(counts)).to(device)
@@ -747,9 +863,10 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
     if bool(escaped.any()):
         raw = torch.cat(raws).to(device)
         esc_pos = torch.nonzero(escaped).reshape(-1)
-        m = max_value[esc_pos]
+        esc_idx = all_idx.index_select(0, esc_pos)
+        m = tables.max_values.index_select(0, esc_idx)
         decoded = torch.where((raw & 1) == 1, -((raw + 1) >> 1), (raw >> 1) + m)
-        out[esc_pos] = decoded + tables.offsets[all_idx[esc_pos]]
+        out[esc_pos] = decoded + tables.offsets.index_select(0, esc_idx)
         if bool(((out < INT32_MIN) | (out > INT32_MAX)).any()):
             raise BitstreamError("rANS escape section decodes to a value outside int32")
     out = out.to(torch.int32)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import neuralcodec
 from neuralcodec import BitstreamError, ModelMismatchError
@@ -325,3 +326,32 @@ def test_console_script(tmp_path, toy):
     assert run.returncode == 1, run.stderr
     assert json.loads(run.stdout)["codec"] == "toy-image"
     assert "bad.ncf" in run.stderr and "a.ncf" not in run.stderr
+
+
+def test_name_collisions_and_format_mismatch(tmp_path, toy, capsys):
+    _image(tmp_path / "photo.png")
+    Image.open(tmp_path / "photo.png").save(tmp_path / "photo.bmp")
+    rc = main(["encode", str(tmp_path / "photo.png"), str(tmp_path / "photo.bmp"), "-o", str(tmp_path / "out"), "--model", toy["image"], "-q"])
+    assert rc == 1  # both map to out/photo.ncf: the second is refused, the first is written
+    assert "same output" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["photo.ncf"]
+    assert main(["decode", str(tmp_path / "out"), "-o", str(tmp_path / "dec"), "--format", "wav", "--model", toy["image"]]) == 1
+    assert "cannot hold image" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "out"), "--format", "docx"]) == 2
+    assert main(["info", str(tmp_path / "photo.png")]) == 1  # not an .ncf file
+    assert "bad magic" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("walloc-image-16x" not in neuralcodec.available(), reason="walloc-image-16x is not shipped yet")
+def test_readme_first_command_with_the_default_model(tmp_path, capsys):
+    # What the README's first command does, in-process: the bundled sample with the default model.
+    assert main(["encode", str(SAMPLE), "-o", str(tmp_path / "sample.ncf"), "-q"]) == 0
+    assert main(["decode", str(tmp_path / "sample.ncf"), "-o", str(tmp_path / "sample.png"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--json", str(tmp_path / "sample.ncf")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codec"] == "walloc-image-16x" and info["shape"] == [3, 384, 512]
+    x, y = read_media(SAMPLE).data, read_media(tmp_path / "sample.png").data
+    psnr = -10 * torch.log10(((x - y) ** 2).mean())
+    assert psnr > 25, f"decoded sample is {psnr:.1f} dB: not a working codec"
+    assert info["bpp"] < 4

@@ -392,10 +392,19 @@ class _PacketBase(nn.Module):
         self.levels = levels
         self.wavelet = wavelet
         analysis, a_left, synth, s_left = _axis_kernels(wavelet, levels)
-        kernel, self._left = (synth, s_left) if synthesis else (analysis, a_left)
-        # Non-persistent: follows .to(device/dtype) but stays out of state_dict (it is derived
-        # from the wavelet name, not learned).
-        self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.get_default_dtype()), persistent=False)
+        self._kernel64, self._left = (synth, s_left) if synthesis else (analysis, a_left)
+        # Non-persistent: follows .to(device) but stays out of state_dict (it is derived from
+        # the wavelet name, not learned). Kept in float64; cast per call to the input's dtype.
+        self.register_buffer("kernel", torch.as_tensor(self._kernel64), persistent=False)
+
+    def _kernel_for(self, x: Tensor) -> tuple[Tensor, int]:
+        if self.kernel.dtype == x.dtype:
+            return self.kernel, self._left
+        if torch.finfo(self.kernel.dtype).eps > torch.finfo(x.dtype).eps:
+            # The module was cast down (e.g. .float()) but sees higher-precision input: rebuild
+            # the kernel from the cached float64 values instead of using the rounded buffer.
+            return torch.as_tensor(self._kernel64, dtype=x.dtype, device=self.kernel.device), self._left
+        return self.kernel.to(x.dtype), self._left
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, wavelet={self.wavelet!r}"
@@ -413,7 +422,7 @@ class WPT(_PacketBase):
         super().__init__(levels, wavelet, synthesis=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return wpt_filter_bank(x, self.levels, self.wavelet, kernel=(self.kernel, self._left))
+        return wpt_filter_bank(x, self.levels, self.wavelet, kernel=self._kernel_for(x))
 
 
 class IWPT(_PacketBase):
@@ -429,7 +438,7 @@ class IWPT(_PacketBase):
         super().__init__(levels, wavelet, synthesis=True)
 
     def forward(self, y: Tensor) -> Tensor:
-        return iwpt_filter_bank(y, self.levels, self.wavelet, kernel=(self.kernel, self._left))
+        return iwpt_filter_bank(y, self.levels, self.wavelet, kernel=self._kernel_for(y))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -160,6 +160,15 @@ def test_ema_codebook_is_not_a_parameter_and_moves_in_training_only():
     assert not torch.equal(vq.embed, before)
 
 
+def test_training_output_uses_the_codes_chosen_before_the_update():
+    torch.manual_seed(11)
+    vq = VectorQuantizer(4, 16)
+    before = vq.embed.clone()
+    quantized, indices, _ = vq(torch.randn(2, 30, 4))  # no grad: the output is the codes themselves
+    assert not torch.equal(vq.embed, before)  # the EMA step moved the codebook...
+    assert torch.equal(quantized, before[indices])  # ...after the codes were chosen
+
+
 def test_rvq_learned_codebook_gets_output_gradient():
     torch.manual_seed(6)
     rvq = ResidualVQ(dim=DIM, num_quantizers=2, codebook_size=16, ema_update=False)

@@ -180,11 +180,15 @@ class ResidualVQ(nn.Module):
         all_indices += [torch.full_like(all_indices[0], DROPPED)] * (width - len(all_indices))
         indices = rearrange(torch.stack(all_indices, dim=-1), "(b n) q -> b n q", b=batch)
 
-        if self.training and torch.is_grad_enabled() and z.requires_grad:
-            estimator = rotation_trick if self.use_rotation_trick else straight_through
-            codes = estimator(z, total)
-            # Learned (non-EMA) codebooks also get the output's gradient through their codes.
-            codes = codes + self._learned_code_residue(indices, length)
+        if self.training:
+            # The codes chosen before this step's codebook updates (which may move them).
+            codes = total
+            if torch.is_grad_enabled() and z.requires_grad:
+                estimator = rotation_trick if self.use_rotation_trick else straight_through
+                codes = estimator(z, total)
+            if torch.is_grad_enabled():
+                # Learned (non-EMA) codebooks also get the output's gradient through their codes.
+                codes = codes + self._learned_code_residue(indices, length)
             quantized = self.project_out(rearrange(codes, "(b n) d -> b n d", b=batch))
         else:
             # Same code as decode_indices: the indices reproduce this output bit for bit.

@@ -339,11 +339,20 @@ class VectorQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        picks = torch.randint(vectors.shape[0], (num_dead,), device=vectors.device)
+        num_vectors = vectors.shape[0]
+        if num_dead > num_vectors:
+            # Distinct batch vectors only (two codes on one vector waste one); the rest wait for later batches.
+            dead_positions = dead.nonzero().squeeze(1)
+            dead_positions = dead_positions[torch.randperm(num_dead, device=dead.device)[:num_vectors]]
+            dead = torch.zeros_like(dead)
+            dead[dead_positions] = True
+            num_dead = num_vectors
+        picks = torch.randperm(num_vectors, device=vectors.device)[:num_dead]
         fresh = vectors[picks].to(self.embed.dtype)
         if self.ema_update:
-            # A replaced code starts with a fair share of the batch, so one EMA step does not erase it.
-            size = max(self.threshold_ema_dead_code, vectors.shape[0] / self.codebook_size)
+            # A replaced code starts at the EMA threshold when that criterion is on (as in
+            # vector-quantize-pytorch), else at a fair share of the batch.
+            size = self.threshold_ema_dead_code or num_vectors / self.codebook_size
             self.embed[dead] = fresh
             self.embed_avg[dead] = fresh * size
             self.cluster_size[dead] = size
@@ -390,14 +399,17 @@ class VectorQuantizer(nn.Module):
         q, indices, loss = self._quantize(z, flat_mask)
         indices = rearrange(indices, "(b n) -> b n", b=batch)
 
-        if self.training and torch.is_grad_enabled() and z.requires_grad:
-            z_for_output = l2norm(z) if self.use_cosine_sim else z
-            estimator = rotation_trick if self.use_rotation_trick else straight_through
-            codes = estimator(z_for_output, q.detach())
-            # A learned codebook also gets the output's gradient through q (as in VQ-VAE with a
-            # straight-through estimator): add q - sg(q), which is zero in value.
-            if not self.ema_update:
-                codes = codes + (q - q.detach())
+        if self.training:
+            # The codes chosen before this step's codebook update (which may move them).
+            codes = q
+            if torch.is_grad_enabled() and z.requires_grad:
+                z_for_output = l2norm(z) if self.use_cosine_sim else z
+                estimator = rotation_trick if self.use_rotation_trick else straight_through
+                codes = estimator(z_for_output, q.detach())
+                # A learned codebook also gets the output's gradient through q (as in VQ-VAE with a
+                # straight-through estimator): add q - sg(q), which is zero in value.
+                if not self.ema_update:
+                    codes = codes + (q - q.detach())
             out = self.project_out(rearrange(codes, "(b n) d -> b n d", b=batch))
             quantized = from_sequence(out, packed_shape, self.channel_last)
         else:

@@ -126,8 +126,19 @@ def test_decode_uses_the_model_named_in_the_file(tmp_path, toy, monkeypatch):
     _image(src)
     assert main(["encode", str(src), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
     monkeypatch.setattr(neuralcodec, "load", fake_load)
+    monkeypatch.setattr(neuralcodec, "available", lambda: ["toy-image"])  # as if it were shipped
     assert main(["decode", str(tmp_path / "a.ncf"), "-o", str(tmp_path / "b.png"), "-q"]) == 0
     assert loaded == ["toy-image"]  # the name recorded in the container by the saved model
+
+
+def test_a_file_cannot_make_decode_load_a_model_from_a_path(tmp_path, toy, capsys):
+    # The codec name inside a file is untrusted: decode loads only shipped names from it.
+    c = Container.from_bytes(ToyImageCodec().compress(torch.rand(3, 4, 4)))
+    c.codec = toy["image"]
+    (tmp_path / "sneaky.ncf").write_bytes(c.to_bytes())
+    assert main(["decode", str(tmp_path / "sneaky.ncf"), "-o", str(tmp_path / "s.png")]) == 1
+    assert "not installed" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_audio_round_trip_wav_and_flac(tmp_path, toy):
@@ -216,6 +227,11 @@ def test_missing_model_lists_the_available_ones(tmp_path, toy, capsys):
     err = capsys.readouterr().err
     assert "no-such-model" in err and "available" in err
     assert not (tmp_path / "a.ncf").exists()
+    # a broken model card is a clear error, not a traceback
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "broken.safetensors").write_bytes(b"")
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", str(tmp_path / "broken.json")]) == 1
+    assert "cannot load model" in capsys.readouterr().err
     # a file made by a model that is not installed: the error names it
     blob = Container("walloc-from-the-future", "00", "image", (3, 2, 2), {}, {"data": b""}).to_bytes()
     (tmp_path / "f.ncf").write_bytes(blob)

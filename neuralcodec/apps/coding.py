@@ -120,8 +120,10 @@ class _Models:
 
                 codec = load(name, device=self.device)
                 self._cache[name] = (codec, codec.weights_hash())
-            except ModelNotFoundError as e:
+            except NeuralCodecError as e:
                 self._cache[name] = e
+            except Exception as e:  # noqa: BLE001 - a broken model file: a clear error, not a traceback
+                self._cache[name] = NeuralCodecError(f"cannot load model {name!r}: {type(e).__name__}: {e}")
         entry = self._cache[name]
         if isinstance(entry, BaseException):
             raise entry
@@ -343,6 +345,15 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
                 raise MediaError(f"{job.source}: --format {wanted[1:]} cannot hold {container.modality}")
             target = target.with_suffix(wanted)
         _check_target(target, overwrite)
+        if model is None:
+            from .. import available
+
+            # The name comes from the file: only ever a shipped model, never a path.
+            if container.codec not in available():
+                raise ModelNotFoundError(
+                    f"{job.source}: made by model {container.codec!r}, which is not installed "
+                    f"(available: {', '.join(available()) or 'none'}); pass --model NAME or PATH"
+                )
         codec, weights_hash = models.get(model or container.codec)
         if container.weights_hash and weights_hash != container.weights_hash:
             raise ModelMismatchError(

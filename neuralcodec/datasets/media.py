@@ -40,6 +40,7 @@ import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -585,10 +586,8 @@ def write_audio(
 # -- video ------------------------------------------------------------------------------------
 
 
-def _fps_fraction(fps: Any, path: PathLike) -> "Fraction":
+def _fps_fraction(fps: Any, path: PathLike) -> Fraction:
     """A frame rate given as a number, a Fraction or a ``"num/den"`` string, validated."""
-    from fractions import Fraction
-
     try:
         rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1001)
     except (TypeError, ValueError, ZeroDivisionError):

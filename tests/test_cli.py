@@ -202,7 +202,10 @@ def test_corrupted_file_fails_and_leaves_no_output(tmp_path, toy, capsys):
     (tmp_path / "bad.ncf").write_bytes(bytes(blob))
     (tmp_path / "short.ncf").write_bytes(bytes(blob[: len(blob) // 3]))
     (tmp_path / "junk.ncf").write_bytes(b"hello world")
-    for name in ("bad", "short", "junk"):
+    lying = Container.from_bytes(bytes((tmp_path / "a.ncf").read_bytes()))
+    lying.metadata["mode"] = "L"  # a valid container whose metadata contradicts its shape
+    (tmp_path / "lying.ncf").write_bytes(lying.to_bytes())
+    for name in ("bad", "short", "junk", "lying"):
         rc = main(["decode", str(tmp_path / f"{name}.ncf"), "-o", str(tmp_path / f"{name}.png"), "--model", toy["image"]])
         assert rc == 1, name
         assert not (tmp_path / f"{name}.png").exists()

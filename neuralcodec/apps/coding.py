@@ -274,8 +274,10 @@ def _checked_media_metadata(container: Any, source: Path) -> dict[str, Any]:
     if container.modality == "image":
         if len(shape) != 3 or shape[0] not in (1, 3, 4):
             raise BitstreamError(f"{source}: image shape {shape} is not (C, H, W) with C in 1, 3, 4")
-        if meta.get("mode", None) not in (None, "L", "RGB", "RGBA") or meta.get("bit_depth", 8) not in (8, 16):
-            raise BitstreamError(f"{source}: invalid image metadata (mode {meta.get('mode')!r}, bit depth {meta.get('bit_depth')!r})")
+        mode = meta.get("mode", None)
+        channels = {"L": 1, "RGB": 3, "RGBA": 4}
+        if (mode is not None and channels.get(mode) != shape[0]) or meta.get("bit_depth", 8) not in (8, 16):
+            raise BitstreamError(f"{source}: invalid image metadata (mode {mode!r} for {shape[0]} channels, bit depth {meta.get('bit_depth')!r})")
     elif container.modality == "audio":
         rate = meta.get("sample_rate")
         if len(shape) != 2 or not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= 10_000_000:

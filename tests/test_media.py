@@ -15,6 +15,9 @@ from neuralcodec import MediaError
 from neuralcodec.datasets import media
 from neuralcodec.datasets.media import (
     atomic_output,
+    audio_info,
+    audio_writer,
+    iter_audio,
     iter_video,
     modality_of,
     read_audio,
@@ -281,3 +284,31 @@ def test_bad_video(tmp_path):
         with pytest.raises(MediaError):
             write_video(tmp_path / "out.mkv", x, fps)
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_streamed_audio_matches_whole_file(tmp_path):
+    x = torch.randint(-32768, 32768, (2, 1000), generator=torch.Generator().manual_seed(5)).float() / 32768
+    write_audio(tmp_path / "a.flac", x, 16000, subtype="PCM_16")
+    info = audio_info(tmp_path / "a.flac")
+    assert (info["frames"], info["channels"], info["sample_rate"]) == (1000, 2, 16000)
+    chunks = list(iter_audio(tmp_path / "a.flac", chunk_frames=300, overlap=100))
+    assert [c.shape[1] for c in chunks] == [300, 300, 300, 300, 200]
+    assert torch.equal(torch.cat([chunks[0]] + [c[:, 100:] for c in chunks[1:]], dim=1), x)
+    with audio_writer(tmp_path / "b.wav", 16000, channels=2) as w:
+        for start in range(0, 1000, 333):
+            w.write(x[:, start : start + 333])
+    assert torch.equal(read_audio(tmp_path / "b.wav")[0], x)
+
+
+def test_audio_writer_is_atomic(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with audio_writer(tmp_path / "a.wav", 8000, channels=1) as w:
+            w.write(torch.zeros(1, 10))
+            raise RuntimeError("boom")  # the caller's error passes through unchanged
+    with pytest.raises(MediaError, match="channels|shape"):
+        with audio_writer(tmp_path / "b.wav", 8000, channels=2) as w:
+            w.write(torch.zeros(1, 10))
+    with pytest.raises(MediaError, match="no samples"):
+        with audio_writer(tmp_path / "c.wav", 8000, channels=2):
+            pass
+    assert list(tmp_path.iterdir()) == []

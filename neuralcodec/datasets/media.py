@@ -6,7 +6,8 @@ Conventions every codec relies on:
   or 4 (RGBA). 8-bit files are divided by 255, 16-bit PNGs by 65535. Palette, gray+alpha,
   CMYK, YCbCr... are converted to RGB or RGBA; the EXIF orientation is applied.
 * audio is a float32 tensor ``(C, T)`` in ``[-1, 1]`` (PCM files; float files keep their
-  values) plus its sample rate.
+  values) plus its sample rate; :func:`iter_audio` and :func:`audio_writer` stream long
+  files in chunks.
 * video is a float32 tensor ``(3, T, H, W)`` in ``[0, 1]`` (RGB, 8 bits) plus its frame rate;
   :func:`iter_video` yields it in chunks of frames so long videos fit in memory.
 
@@ -61,6 +62,9 @@ __all__ = [
     "write_image",
     "read_audio",
     "write_audio",
+    "audio_info",
+    "iter_audio",
+    "audio_writer",
     "read_video",
     "iter_video",
     "write_video",
@@ -107,7 +111,6 @@ _16BIT_FORMATS = ("PNG",)
 _ALPHA_FORMATS = ("PNG", "WEBP", "TIFF", "GIF", "TGA", "BMP", "JPEG2000", "AVIF")
 _MODES_BY_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
 _CHANNELS_BY_MODE = {m: c for c, m in _MODES_BY_CHANNELS.items()}
-_PCM_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32")
 _MAX_AUDIO_CHANNELS = 64
 
 
@@ -428,7 +431,7 @@ def write_image(
                 im = Image.fromarray(u8[:, :, 0] if channels == 1 else u8, _MODES_BY_CHANNELS[channels])
                 im.save(tmp, format=fmt, **_save_options(fmt))
     except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, FileExistsError):
+        if isinstance(e, (FileExistsError, MediaError)):
             raise
         raise MediaError(f"{path}: cannot write image: {e}") from None
 
@@ -559,28 +562,143 @@ def write_audio(
     import soundfile as sf
 
     path = Path(path)
-    if path.suffix.lower() not in _AUDIO_FORMATS:
-        raise MediaError(f"{path}: unknown audio format {path.suffix!r}; use one of {' '.join(AUDIO_SUFFIXES)}")
-    fmt, forced_subtype = _AUDIO_FORMATS[path.suffix.lower()]
-    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or not 1 <= sample_rate <= 10_000_000:
-        raise MediaError(f"{path}: invalid sample rate {sample_rate!r}")
+    fmt, chosen = _audio_format(path, sample_rate, subtype)
     a = _as_array(x, path)
     if a.ndim == 1:
         a = a[None]
     if a.ndim != 2 or not 1 <= a.shape[0] <= _MAX_AUDIO_CHANNELS or a.shape[1] == 0:
         raise MediaError(f"{path}: expected an audio tensor (C, T) with 1..{_MAX_AUDIO_CHANNELS} channels; got {a.shape}")
-    chosen = forced_subtype or subtype
-    if not (isinstance(chosen, str) and sf.check_format(fmt, chosen)):
-        chosen = "PCM_24" if fmt == "FLAC" and subtype in ("FLOAT", "DOUBLE") else sf.default_subtype(fmt)
-    if chosen in _PCM_SUBTYPES or chosen not in ("FLOAT", "DOUBLE"):
+    if chosen not in ("FLOAT", "DOUBLE"):
         a = np.clip(a, -1.0, 1.0)  # integer and lossy encoders must not wrap around
     try:
         with atomic_output(path, overwrite=overwrite) as tmp:
             sf.write(str(tmp), np.ascontiguousarray(a.T, dtype=np.float32), sample_rate, subtype=chosen, format=fmt)
     except (RuntimeError, OSError, ValueError, TypeError) as e:
-        if isinstance(e, FileExistsError):
+        if isinstance(e, (FileExistsError, MediaError)):
             raise
         raise MediaError(f"{path}: cannot write audio: {e}") from None
+
+
+def audio_info(path: PathLike) -> dict[str, Any]:
+    """Sample rate, frames, channels, subtype and format of an audio file, without decoding it.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> write_audio(p, torch.zeros(2, 50), 8000)
+    >>> audio_info(p)["frames"], audio_info(p)["channels"]
+    (50, 2)
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError, ValueError, TypeError) as e:
+        raise MediaError(f"{path}: cannot decode audio: {e}") from None
+    return {
+        "sample_rate": int(info.samplerate),
+        "frames": int(info.frames),
+        "channels": int(info.channels),
+        "subtype": info.subtype,
+        "format": info.format,
+        "source": path.name,
+    }
+
+
+def iter_audio(path: PathLike, chunk_frames: int, overlap: int = 0) -> Iterator[torch.Tensor]:
+    """Yield float32 ``(C, t)`` chunks of ``chunk_frames`` samples (the last may be shorter).
+
+    Consecutive chunks share ``overlap`` samples (each chunk starts ``chunk_frames - overlap``
+    after the previous one), so a long file is coded with bounded memory.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
+    >>> write_audio(p, torch.zeros(1, 10), 8000)
+    >>> [c.shape[1] for c in iter_audio(p, chunk_frames=4, overlap=1)]
+    [4, 4, 4]
+    """
+    import soundfile as sf
+
+    if chunk_frames < 1 or not 0 <= overlap < chunk_frames:
+        raise ValueError("need chunk_frames >= 1 and 0 <= overlap < chunk_frames")
+    path = Path(path)
+    info = audio_info(path)
+    if info["frames"] == 0:
+        raise MediaError(f"{path}: audio file has no samples")
+    try:
+        for block in sf.blocks(str(path), blocksize=chunk_frames, overlap=overlap, dtype="float32", always_2d=True):
+            yield torch.from_numpy(np.ascontiguousarray(block.T))
+    except (RuntimeError, OSError, ValueError, TypeError) as e:
+        raise MediaError(f"{path}: cannot decode audio: {e}") from None
+
+
+class _AudioWriter:
+    """Appends ``(C, t)`` chunks to an open sound file (see :func:`audio_writer`)."""
+
+    def __init__(self, sound_file: Any, channels: int, clip: bool, path: Path) -> None:
+        self._file, self.channels, self._clip, self._path = sound_file, channels, clip, path
+        self.frames = 0
+
+    def write(self, x: torch.Tensor | np.ndarray) -> None:
+        a = _as_array(x, self._path)
+        if a.ndim != 2 or a.shape[0] != self.channels:
+            raise MediaError(f"{self._path}: expected chunks of shape ({self.channels}, t), got {a.shape}")
+        if self._clip:
+            a = np.clip(a, -1.0, 1.0)
+        try:
+            self._file.write(np.ascontiguousarray(a.T, dtype=np.float32))
+        except (RuntimeError, OSError, ValueError, TypeError) as e:
+            raise MediaError(f"{self._path}: cannot write audio: {e}") from None
+        self.frames += a.shape[1]
+
+
+@contextlib.contextmanager
+def audio_writer(
+    path: PathLike, sample_rate: int, channels: int, *, subtype: str | None = None, overwrite: bool = True
+) -> Iterator[_AudioWriter]:
+    """Write an audio file chunk by chunk, atomically: the file appears only when the block ends
+    without an error, and it must hold at least one sample.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> with audio_writer(p, 8000, channels=2) as w:
+    ...     w.write(torch.zeros(2, 3)); w.write(torch.zeros(2, 4))
+    >>> audio_info(p)["frames"]
+    7
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    fmt, chosen = _audio_format(path, sample_rate, subtype)
+    if not isinstance(channels, int) or not 1 <= channels <= _MAX_AUDIO_CHANNELS:
+        raise MediaError(f"{path}: invalid channel count {channels!r}")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            sound_file = sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=chosen, format=fmt)
+        except (RuntimeError, OSError, ValueError, TypeError) as e:
+            raise MediaError(f"{path}: cannot write audio: {e}") from None
+        with sound_file:
+            writer = _AudioWriter(sound_file, channels, chosen not in ("FLOAT", "DOUBLE"), path)
+            yield writer  # the caller's exceptions pass through unchanged; the file is dropped
+        if writer.frames == 0:
+            raise MediaError(f"{path}: no samples were written")
+
+
+def _audio_format(path: Path, sample_rate: Any, subtype: str | None) -> tuple[str, str]:
+    """(libsndfile format, subtype) for writing ``path``; validates the suffix and the rate."""
+    import soundfile as sf
+
+    if path.suffix.lower() not in _AUDIO_FORMATS:
+        raise MediaError(f"{path}: unknown audio format {path.suffix!r}; use one of {' '.join(AUDIO_SUFFIXES)}")
+    fmt, forced_subtype = _AUDIO_FORMATS[path.suffix.lower()]
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or not 1 <= sample_rate <= 10_000_000:
+        raise MediaError(f"{path}: invalid sample rate {sample_rate!r}")
+    chosen = forced_subtype or subtype
+    if not (isinstance(chosen, str) and sf.check_format(fmt, chosen)):
+        chosen = "PCM_24" if fmt == "FLAC" and subtype in ("FLOAT", "DOUBLE") else sf.default_subtype(fmt)
+    return fmt, chosen
 
 
 # -- video ------------------------------------------------------------------------------------
@@ -750,6 +868,6 @@ def write_video(path: PathLike, x: torch.Tensor | np.ndarray, fps: Any, *, overw
                 for packet in stream.encode():
                     container.mux(packet)
     except (av.FFmpegError, OSError, ValueError) as e:
-        if isinstance(e, FileExistsError):
+        if isinstance(e, (FileExistsError, MediaError)):
             raise
         raise MediaError(f"{path}: cannot write video: {e}") from None

@@ -141,6 +141,7 @@ class CdfTables:
     encode_packed: Tensor | None = field(default=None, repr=False)
     symbol_of_bin: Tensor | None = field(default=None, repr=False)  # int64 [(T+1)*W]: bin value + table offset
     escape_of_bin: Tensor | None = field(default=None, repr=False)  # bool [(T+1)*W]: is a table's escape bin
+    offsets_minus_one: Tensor | None = field(default=None, repr=False)
     _lut: Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -172,6 +173,7 @@ class CdfTables:
             self.encode_packed.to(device),
             self.symbol_of_bin.to(device),
             self.escape_of_bin.to(device),
+            self.offsets_minus_one.to(device),
         )
 
 
@@ -284,7 +286,7 @@ def prepare_tables(cdfs: TableArg, cdf_lengths=None, offsets=None, device: torch
     max_e = lengths[:, None] - 2
     esc_e = (value_e < 0) | (value_e >= max_e)
     bin_e = torch.where(esc_e, max_e, value_e) + torch.arange(num_tables)[:, None] * bins
-    packed = start[bin_e] | (freq[bin_e] << 17) | (esc_e.long() << 34)
+    packed = start[bin_e] | (freq[bin_e] << 17) | (esc_e.long() << 34) | ((freq[bin_e] == 0).long() << 35)
     tables = CdfTables(
         num_tables,
         bins,
@@ -297,6 +299,7 @@ def prepare_tables(cdfs: TableArg, cdf_lengths=None, offsets=None, device: torch
         packed.reshape(-1).to(device),
         (torch.arange(bins)[None, :] + offs[:, None]).reshape(-1).to(device),
         (torch.arange(bins)[None, :] == max_values[:, None]).index_fill_(0, torch.tensor([num_tables]), False).reshape(-1).to(device),
+        (offs - 1).to(device),
     )
     with _CACHE_LOCK:
         _CACHE[key] = tables
@@ -347,7 +350,9 @@ def _symbols_tensor(symbols, device: torch.device | None) -> Tensor:
             if not bool((r == t).all()):
                 raise ValueError("floating-point symbols must hold integer values")
             t = r
-        t = t.reshape(-1).to(torch.int64)
+        t = t.reshape(-1)
+        if t.dtype not in (torch.int32, torch.int64):
+            t = t.to(torch.int64)
     else:
         t = torch.as_tensor(np.asarray(symbols, dtype=np.int64)).reshape(-1)
     if device is not None:
@@ -359,7 +364,9 @@ def _indexes_tensor(indexes, device: torch.device | None) -> Tensor:
     if isinstance(indexes, Tensor):
         if indexes.is_floating_point() or indexes.is_complex():
             raise ValueError(f"indexes must be integers, got dtype {indexes.dtype}")
-        t = indexes.detach().reshape(-1).to(torch.int64)
+        t = indexes.detach().reshape(-1)
+        if t.dtype not in (torch.int32, torch.int64):
+            t = t.to(torch.int64)
     else:
         t = torch.as_tensor(np.asarray(indexes, dtype=np.int64)).reshape(-1)
     if device is not None:
@@ -445,19 +452,20 @@ def _prepare_symbols(symbols, indexes, tables: CdfTables, device):
             raise ValueError("symbols must fit in int32")
     # One gather from the packed encoder table gives start, frequency and the escape flag.
     # index_select rather than advanced indexing / take: same result, a fraction of the cost.
-    col = sym - tables.offsets.index_select(0, idx)  # value ...
-    col += 1  # ... + 1, the column in the packed rows
+    idx = idx.to(torch.int64)  # int64 indexes make the gathers and the add below ~2x faster than int32 ones
+    col = sym - tables.offsets_minus_one.index_select(0, idx)  # value + 1: the column in the packed rows
     col.clamp_(0, tables.bins_per_table + 1)
     packed = tables.encode_packed.index_select(0, torch.add(col, idx, alpha=tables.bins_per_table + 2))
     start = packed & 0x1FFFF
-    freq = (packed >> 17) & 0x1FFFF
-    if not bool(freq.all()):
+    flagged = int(packed.max()) >= (1 << 34)  # one pass decides if anything is escaped or impossible
+    freq = ((packed >> 17) & 0x1FFFF) if flagged else (packed >> 17)
+    if flagged and not bool(freq.all()):
         bad = int(torch.nonzero(freq == 0)[0, 0])
         raise ValueError(
             f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
         )
-    escaped = packed >= (1 << 34)
-    if bool(escaped.any()):
+    escaped = ((packed >> 34) & 1).bool() if flagged else None
+    if flagged and bool(escaped.any()):
         esc_pos = torch.nonzero(escaped).reshape(-1)
         esc_idx = idx.index_select(0, esc_pos)
         v = sym.index_select(0, esc_pos) - tables.offsets.index_select(0, esc_idx)
@@ -544,6 +552,55 @@ def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: 
     return x, words, emitted
 
 
+def _encode_single_numpy(start: np.ndarray, freq: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder loop for one item on CPU, over the flat symbols (last step partial, no padding).
+
+    Same operations as :func:`_encode_lanes`; returns the final states and the words in stream
+    order (step ascending, lane ascending).
+    """
+    n = freq.size
+    full, rest = divmod(n, lanes)
+    x = np.full(lanes, STATE_LOWER, dtype=np.int64)
+    q = np.empty(lanes, dtype=np.int64)
+    emit = np.empty(lanes, dtype=bool)
+    x_max = freq << WORD_BITS  # emit a word when x >= f << 16
+    cmf = PROB_SCALE - freq  # x' = x + (x // f) * (M - f) + start
+    chunks = []
+    if rest:  # the last, partial step: lanes [0, rest)
+        at = full * lanes
+        xv, qv = x[:rest], q[:rest]
+        e = xv >= x_max[at:]
+        chunks.append(xv[e])
+        np.right_shift(xv, WORD_BITS, out=xv, where=e)
+        np.floor_divide(xv, freq[at:], out=qv)
+        qv *= cmf[at:]
+        xv += qv
+        xv += start[at:]
+    cut = full * lanes
+    x_max, freq, cmf, start = (a[:cut].reshape(full, lanes) for a in (x_max, freq, cmf, start))
+    for t in range(full - 1, -1, -1):
+        np.greater_equal(x, x_max[t], out=emit)
+        chunks.append(x[emit])
+        np.right_shift(x, WORD_BITS, out=x, where=emit)
+        np.floor_divide(x, freq[t], out=q)
+        q *= cmf[t]
+        x += q
+        x += start[t]
+    words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, dtype=np.int64)
+    return x, words & WORD_MASK
+
+
+def _estimate_bits16(freq: Tensor) -> int:
+    """Ideal size in 1/16 bit (rounded up per symbol), integer, so it is the same on every device.
+
+    Every symbol counts (no sampling): the decoder's lane-count plausibility check relies on
+    this never underestimating the size of a real stream by much.
+    """
+    if freq.numel() == 0:
+        return 0
+    return int(_cost16(freq.device).index_select(0, freq).sum())
+
+
 _COST16_BY_DEVICE: dict[str, Tensor] = {}
 
 
@@ -581,12 +638,17 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
     for symbols, indexes in zip(symbols_list, indexes_list):
         start, freq, raw, _ = _prepare_symbols(symbols, indexes, tables, device)
         n = freq.numel()
-        bits16 = int(_cost16(freq.device).index_select(0, freq).sum()) if n else 0
+        bits16 = _estimate_bits16(freq)
         counts.append(n)
         lanes.append(lanes_for(n, bits16))
         starts.append(start)
         freqs.append(freq)
         escapes.append(_pack_escapes(raw))
+    if len(counts) == 1 and counts[0] and device.type == "cpu" and CPU_LOOPS == "numpy":
+        # One item on CPU: no padded grid, the step loop reads the symbols in place.
+        x, words = _encode_single_numpy(starts[0].numpy(), freqs[0].numpy(), lanes[0])
+        head = bytes([FORMAT_TAG]) + _varint(lanes[0]) + _varint(len(escapes[0]))
+        return [head + x.astype("<u4").tobytes() + words.astype("<u2").tobytes() + escapes[0]]
     position, steps, total_lanes = _layout(counts, lanes, device)
     # Padding cells (short items, last partial step) code the "everything" bin: an exact no-op.
     grid_start = torch.zeros(steps * total_lanes, dtype=torch.int64, device=device)
@@ -601,6 +663,11 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
         grid_start.view(steps, total_lanes), grid_freq.view(steps, total_lanes), steps, total_lanes
     )
     states = states.cpu()
+    return _assemble(counts, lanes, escapes, states, words, emitted)
+
+
+def _assemble(counts, lanes, escapes, states, words, emitted) -> list[bytes]:
+    """Blobs from the final states and the [steps, lanes] words / emitted mask of one or more items."""
     blobs = []
     lane_first = 0
     for n, k, esc in zip(counts, lanes, escapes):
@@ -663,8 +730,10 @@ def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
     num_words = rest // 2
     if num_words > num_symbols:
         raise BitstreamError("rANS blob holds more words than symbols")
-    # A lane count far below what the encoder picks for this size would only make decoding slow:
-    # the encoder's count for a quarter of the payload is a safe lower bound.
+    # A lane count far below what the encoder picks for this size would only make decoding slow
+    # (up to one step per symbol). rANS never spends more than twice a symbol's ideal cost, so a
+    # real stream's ideal size is well above an eighth of its payload, and the encoder's lane
+    # count for that is a safe lower bound.
     payload_bits16 = 16 * 8 * (2 * num_words + 4 * lanes)
     if lanes < lanes_for(num_symbols, payload_bits16 // 8):
         raise BitstreamError("rANS blob declares an implausible lane count")
@@ -790,7 +859,7 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
         counts.append(idx.numel())
     lanes = [p.lanes for p in parsed]
     position, steps, total_lanes = _layout(counts, lanes, device)
-    all_idx = torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)
+    all_idx = (torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)).to(torch.int64)
     if total_lanes:
         table_base = torch.full((steps * total_lanes,), tables.num_tables * PROB_SCALE, dtype=torch.int64, device=device)
         if len(counts) == 1:

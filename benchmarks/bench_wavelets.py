@@ -8,7 +8,10 @@ Both run in this process on the same input with the same thread count; we report
 several repeats after warm-up, and check that both reconstruct and that they agree.
 
     python benchmarks/bench_wavelets.py            # 8x3x256x256, J=3, float32, CPU
-    python benchmarks/bench_wavelets.py --repeats 20 --threads 1
+    python benchmarks/bench_wavelets.py --repeats 20 --threads 1 --no-backward
+
+Also timed (same run): our filter bank one level at a time instead of composed J-level kernels,
+and the CDF 9/7 lifting path; and forward+inverse+backward (training use).
 
 The last line is one JSON object.
 """
@@ -24,6 +27,7 @@ import einops
 import torch
 
 from neuralcodec.transforms import iwpt, wpt
+from neuralcodec.transforms.lifting import iwpt_lifting97, wpt_lifting97
 
 
 class PeerWPT:
@@ -50,15 +54,19 @@ class PeerWPT:
         return y
 
 
-def time_median(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
+def round_robin(fns: dict, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per function; the functions take turns so that background load on a
+    shared machine hits all of them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -71,7 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    parser.add_argument("--backward", action="store_true", help="also time forward+backward of wpt->iwpt")
+    parser.add_argument("--no-backward", action="store_true", help="skip timing forward+inverse+backward")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,24 +107,36 @@ def main() -> None:
     def peer_fn():
         peer.synthesis(peer.analysis(x, J), J)
 
+    def per_level_fn():
+        # Same filter bank code, but one level at a time (no composed J-level kernels); the
+        # layout is identical because wpt(., 1) on packet channels yields natural order.
+        y = x
+        for _ in range(J):
+            y = wpt(y, 1, wave)
+        for _ in range(J):
+            y = iwpt(y, 1, wave)
+
+    variants = {"ours": ours_fn, "peer": peer_fn, "ours_per_level": per_level_fn}
+    if wave == "bior4.4":
+        variants["lifting"] = lambda: iwpt_lifting97(wpt_lifting97(x, J), J)
     with torch.no_grad():
-        # Interleave the two so that load from other processes hits both alike.
-        ours_times, peer_times = [], []
-        ours_fn(), peer_fn()
-        for _ in range(args.warmup):
-            ours_fn(), peer_fn()
-        for _ in range(args.repeats):
-            ours_times.append(time_median(ours_fn, 1, 0)[0])
-            peer_times.append(time_median(peer_fn, 1, 0)[0])
-    ours_s = statistics.median(ours_times)
-    peer_s = statistics.median(peer_times)
-    print(f"forward+inverse median of {args.repeats}: ours {ours_s * 1e3:.2f} ms, "
-          f"pytorch_wavelets (walloc-style) {peer_s * 1e3:.2f} ms, speedup {peer_s / ours_s:.2f}x")
+        lifting_err = None
+        if wave == "bior4.4":
+            lifting_err = (wpt_lifting97(x, J) - ours_y).abs().max().item()
+            print(f"lifting vs filter bank coefficients: max diff {lifting_err:.2e}")
+        times = round_robin(variants, args.repeats, args.warmup)
+    ours_s, peer_s = times["ours"], times["peer"]
+    print(f"forward+inverse, median of {args.repeats}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in times.items()))
+    print(f"speedup vs pytorch_wavelets (walloc-style): {peer_s / ours_s:.2f}x; "
+          f"composed vs per-level: {times['ours_per_level'] / ours_s:.2f}x"
+          + (f"; filter bank vs lifting: {times['lifting'] / ours_s:.2f}x" if "lifting" in times else ""))
     result = {
         "benchmark": "wpt2d_forward_inverse",
         "ours_s": ours_s,
         "peer_s": peer_s,
         "speedup": peer_s / ours_s,
+        "ours_per_level_s": times["ours_per_level"],
+        "lifting_s": times.get("lifting"),
         "peer": "pytorch_wavelets DWTForward/DWTInverse J=1 per level (walloc 1.2.1 style)",
         "shape": list(shape),
         "levels": J,
@@ -128,9 +148,10 @@ def main() -> None:
         "ours_recon_err": ours_err,
         "peer_recon_err": peer_err,
         "max_abs_diff_ours_vs_peer": agree,
+        "max_abs_diff_lifting_vs_ours": lifting_err,
     }
 
-    if args.backward:
+    if not args.no_backward:
         xg = x.clone().requires_grad_(True)
 
         def ours_bw():
@@ -139,8 +160,8 @@ def main() -> None:
         def peer_bw():
             peer.synthesis(peer.analysis(xg, J), J).square().mean().backward()
 
-        ob = time_median(ours_bw, args.repeats, args.warmup)[0]
-        pb = time_median(peer_bw, args.repeats, args.warmup)[0]
+        bw = round_robin({"ours": ours_bw, "peer": peer_bw}, args.repeats, args.warmup)
+        ob, pb = bw["ours"], bw["peer"]
         print(f"forward+inverse+backward median: ours {ob * 1e3:.2f} ms, peer {pb * 1e3:.2f} ms, "
               f"speedup {pb / ob:.2f}x")
         result.update({"ours_fwd_bwd_s": ob, "peer_fwd_bwd_s": pb, "speedup_fwd_bwd": pb / ob})

@@ -107,6 +107,15 @@ def test_channel_layout_is_channel_major():
         torch.testing.assert_close(y[:, c * 16 : (c + 1) * 16], wpt(x[:, c : c + 1], 2))
 
 
+def test_non_contiguous_inputs():
+    x = torch.randn(2, 3, 16, 32, dtype=torch.float64)
+    expected = wpt(x, 2)
+    torch.testing.assert_close(wpt(x.contiguous(memory_format=torch.channels_last), 2), expected)
+    xt = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, permuted strides
+    torch.testing.assert_close(wpt(xt, 2), expected)
+    torch.testing.assert_close(iwpt(expected[:, :, :, ::1].transpose(2, 3).contiguous().transpose(2, 3), 2), x)
+
+
 def test_small_sizes_wrap_like_pywt():
     """Signals shorter than the composed filter (one block per band) still match pywt."""
     x = np.random.default_rng(5).standard_normal(16)

@@ -8,6 +8,7 @@
 True
 """
 
+from .lifting import iwpt_lifting97, wpt_lifting97
 from .wavelets import (
     IWPT,
     WPT,
@@ -28,4 +29,6 @@ __all__ = [
     "crop_to",
     "wpt_filter_bank",
     "iwpt_filter_bank",
+    "wpt_lifting97",
+    "iwpt_lifting97",
 ]

@@ -361,7 +361,13 @@ def wpt(x: Tensor, levels: int, wavelet: str = DEFAULT_WAVELET) -> Tensor:
     ``x`` is ``(B, C, T)``, ``(B, C, H, W)`` or ``(B, C, T, H, W)``; every spatial size must be
     divisible by ``2**levels`` (see :func:`pad_to_multiple`). Returns ``(B, C * bands, *S/2**J)``
     with channel ``c * bands + band`` in the order documented in this module's docstring.
-    Differentiable, batched, any device, float32/float64.
+    Differentiable (the gradient is the adjoint transform, as fast as the forward pass),
+    batched, any device, float32/float64.
+
+    All wavelets, ``bior4.4`` included, use the composed polyphase filter bank: on CPU it measured
+    3-4x faster than the CDF 9/7 lifting path (:mod:`neuralcodec.transforms.lifting`, many small
+    elementwise passes) and 4-12x faster than one level at a time
+    (``benchmarks/bench_wavelets.py``).
 
     >>> import torch
     >>> x = torch.randn(8, 3, 64, 64)

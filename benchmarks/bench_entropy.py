@@ -162,11 +162,17 @@ def _ratios(ours, peer):
     }
 
 
-def bench_cuda(n: int, items: int, repeats: int):
+def bench_cuda(n: int, items: int, repeats: int, device: str = "cuda"):
+    """Batch decode throughput on ``device`` (``cpu`` only to check this code path without a GPU)."""
     from neuralcodec.entropy import rans
 
     sym, idx, tables, _ = _case_gaussian(n, seed=100)
-    dev = torch.device("cuda")
+    dev = torch.device(device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     prepared = rans.prepare_tables(*tables, device=dev)
     prepared.decode_lut()
     g = torch.Generator().manual_seed(5)
@@ -175,12 +181,12 @@ def bench_cuda(n: int, items: int, repeats: int):
         shift = int(torch.randint(0, n, (1,), generator=g))
         sym_list.append(torch.roll(sym, shift).to(dev))
         idx_list.append(torch.roll(idx, shift).to(dev))
-    torch.cuda.synchronize()
-    blobs, enc_s, _ = _timed(lambda: (rans.encode_batch(sym_list, idx_list, prepared), torch.cuda.synchronize())[0], repeats)
+    sync()
+    blobs, enc_s, _ = _timed(lambda: (rans.encode_batch(sym_list, idx_list, prepared), sync())[0], repeats)
 
     def decode():
         out = rans.decode_batch(blobs, idx_list, prepared)
-        torch.cuda.synchronize()
+        sync()
         return out
 
     outs, dec_s, dec_min = _timed(decode, repeats)
@@ -188,7 +194,7 @@ def bench_cuda(n: int, items: int, repeats: int):
     same_bytes = blobs[0] == rans.encode_with_indexes(sym_list[0].cpu(), idx_list[0].cpu(), *tables)
     total = n * items
     return {
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
         "items": items,
         "symbols_per_item": n,
         "round_trip_ok": ok,

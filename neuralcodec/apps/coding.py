@@ -433,18 +433,24 @@ def _raw_bytes(modality: str, shape: tuple[int, ...], metadata: dict[str, Any]) 
 def describe_ncf(path: Path) -> dict[str, Any]:
     """What ``codec info --json`` prints for one file.
 
+    ``bpp``/``kbps`` count the whole file; ``payload_bpp``/``payload_kbps`` only its sections
+    (the header's codec name and metadata are a fixed cost of a few hundred bytes).
+
     >>> import tempfile, os
     >>> from neuralcodec.entropy.container import Container, write_container
     >>> p = os.path.join(tempfile.mkdtemp(), "x.ncf")
     >>> write_container(p, Container("demo", "ab", "image", (3, 4, 8), {"bit_depth": 8}, {"latent": b"1234"}))
     >>> d = describe_ncf(Path(p))
-    >>> d["codec"], d["shape"], d["sections"], d["crc_ok"], round(d["bpp"], 3)
-    ('demo', [3, 4, 8], {'latent': 4}, True, 2.0)
+    >>> d["codec"], d["shape"], d["sections"], d["crc_ok"]
+    ('demo', [3, 4, 8], {'latent': 4}, True)
+    >>> d["bpp"] == 8 * os.path.getsize(p) / 32, d["payload_bpp"]  # whole file; sections only
+    (True, 1.0)
     """
     from ..entropy.container import peek
 
     info = peek(path)
     shape = tuple(info["shape"])
+    payload = sum(info["sections"].values())  # without the header: what the entropy coder spent
     out = {
         "path": str(path),
         "codec": info["codec"],
@@ -456,6 +462,7 @@ def describe_ncf(path: Path) -> dict[str, Any]:
         "sections": info["sections"],
         "raw_bytes": _raw_bytes(info["modality"], shape, info["metadata"]),
         **_rate(info["modality"], shape, info["metadata"], info["total_bytes"]),
+        **{f"payload_{k}": v for k, v in _rate(info["modality"], shape, info["metadata"], payload).items() if k in ("bpp", "kbps")},
         "metadata": info["metadata"],
         "format_version": info["format_version"],
         "crc_ok": info["crc_ok"],
@@ -486,7 +493,8 @@ def _info_text(d: dict[str, Any]) -> str:
     lines.append(size)
     if d["raw_bytes"]:
         lines.append(f"  original     {_human_bytes(d['raw_bytes'])} uncompressed, ratio {d['raw_bytes'] / d['file_bytes']:.1f}:1")
-    lines.append(f"  rate         {_rate_text(d)}")
+    payload = ", ".join(f"{d['payload_' + k]:.4f} {k}" for k in ("bpp", "kbps") if "payload_" + k in d)
+    lines.append(f"  rate         {_rate_text(d)}" + (f" (sections only: {payload})" if payload else ""))
     sections = ", ".join(f"{name} {size:,}" for name, size in d["sections"].items()) or "none"
     lines.append(f"  sections     {sections}")
     lines.append(f"  metadata     {json.dumps(meta, sort_keys=True)}")

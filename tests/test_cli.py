@@ -253,6 +253,15 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, toy, capsys):
     assert Container.from_bytes(target.read_bytes()).modality == "image"
 
 
+def test_decode_to_a_format_that_cannot_hold_the_original_warns(tmp_path, toy, capsys):
+    _image(tmp_path / "a.png", channels=4, bit_depth=16)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    assert main(["decode", str(tmp_path / "a.ncf"), "-o", str(tmp_path / "a.jpg"), "--model", toy["image"]]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "8-bit" in err and "alpha" in err
+    assert read_media(tmp_path / "a.jpg").metadata["mode"] == "RGB"
+
+
 def test_default_output_names_and_no_clobbering_the_source(tmp_path, toy, capsys):
     _image(tmp_path / "a.png")
     assert main(["encode", str(tmp_path / "a.png"), "--model", toy["image"], "-q"]) == 0

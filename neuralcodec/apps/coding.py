@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -372,7 +373,11 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
             decoded = decoded[0]  # a batch of one
         if tuple(decoded.shape) != container.shape:
             raise NeuralCodecError(f"{job.source}: codec decoded shape {tuple(decoded.shape)}, the file says {container.shape}")
-        write_media(target, decoded.float().cpu(), container.modality, meta, overwrite=overwrite)
+        with warnings.catch_warnings(record=True) as caught:  # format limits (16-bit -> JPEG, ...)
+            warnings.simplefilter("always")
+            write_media(target, decoded.float().cpu(), container.modality, meta, overwrite=overwrite)
+        for w in caught:
+            _echo_err(f"warning: {target}: {w.message}")
         return f"{job.source} -> {target}"
 
     _finish(failures, _run(jobs, work, quiet, "decode", failures), "decoded")

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from neuralcodec import BitstreamError
 from neuralcodec.entropy import Categorical, EntropyBottleneck, GaussianConditional, pmf_to_quantized_cdf, table_hash
 from neuralcodec.entropy import models as entropy_models
 from neuralcodec.entropy.tables import (
@@ -197,6 +198,11 @@ def test_bottleneck_round_trip_with_escapes():
     fresh = EntropyBottleneck(4)
     fresh.load_state_dict(eb.state_dict(), strict=True)
     assert torch.equal(fresh.decompress(strings, (8, 5)), expected)
+    # Truncated or foreign streams are a BitstreamError, not garbage or another exception.
+    with pytest.raises(BitstreamError):
+        eb.decompress([strings[0][: len(strings[0]) // 2]], (8, 5))
+    with pytest.raises(BitstreamError):
+        eb.decompress_symbols(b"not a stream", symbols.shape)
     # Values int32 cannot hold, or NaN, are refused rather than wrapped.
     for bad in (2.0**40, float("nan"), float("inf")):
         y_bad = y.clone()
@@ -325,6 +331,8 @@ def test_categorical_round_trip_and_size():
     assert len(strings) == 2 and torch.equal(prior.decompress_batch(strings, idx.shape[1:]), idx)
     with pytest.raises(ValueError):
         prior.compress(torch.full((1, 2, 3), 256))
+    with pytest.raises(BitstreamError):
+        prior.decompress(blob[:-3], idx.shape)
 
 
 # -- CUDA -----------------------------------------------------------------------------------

@@ -361,7 +361,7 @@ def _validate_header(h: Any) -> None:
             raise BitstreamError(f"header 'shape' has an invalid dimension {str(d)[:32]}")
         numel *= d
         if numel > MAX_NUMEL:
-            raise BitstreamError(f"header 'shape' has more than 2**40 elements")
+            raise BitstreamError("header 'shape' has more than 2**40 elements")
     if not isinstance(h["metadata"], dict):
         raise BitstreamError("header 'metadata' must be a JSON object")
     _check_json_value(h["metadata"], 1, "header 'metadata'")

@@ -188,14 +188,14 @@ class ResidualVQ(nn.Module):
                 codes = estimator(z, total)
             if torch.is_grad_enabled():
                 # Learned (non-EMA) codebooks also get the output's gradient through their codes.
-                codes = codes + self._learned_code_residue(indices, length)
+                codes = codes + self._learned_code_residue(indices)
             quantized = self.project_out(rearrange(codes, "(b n) d -> b n d", b=batch))
         else:
             # Same code as decode_indices: the indices reproduce this output bit for bit.
             quantized = self._decode_sequence(indices)
         return quantized, indices, loss
 
-    def _learned_code_residue(self, indices: Tensor, length: int) -> Tensor | float:
+    def _learned_code_residue(self, indices: Tensor) -> Tensor | float:
         """``sum_i q_i - sg(q_i)`` over quantizers with a learned codebook: zero in value, their gradient."""
         residue: Tensor | float = 0.0
         flat = rearrange(indices, "b n q -> (b n) q")

@@ -354,3 +354,13 @@ def test_periodic_low_entropy_stream_round_trips():
     sym[::16] = torch.randint(0, 256, (n // 16,), generator=torch.Generator().manual_seed(9), dtype=torch.int32)
     blob = rans.encode_with_indexes(sym, idx, cdfs, [4, len(flat)], [0, 0])
     assert torch.equal(rans.decode_with_indexes(blob, idx, cdfs, [4, len(flat)], [0, 0]), sym)
+
+
+def test_lane_state_packing_extremes():
+    for states in ([1 << 16], [(1 << 32) - 1, 1 << 16, 123_456_789], list(range(1 << 16, (1 << 16) + 9))):
+        x = np.array(states, dtype=np.int64)
+        packed = rans._pack_states(x)
+        back, end = rans._unpack_states(packed + b"tail", 0, x.size)
+        assert np.array_equal(back, x) and end == len(packed)
+        with pytest.raises(BitstreamError):
+            rans._unpack_states(packed[:-1], 0, x.size)

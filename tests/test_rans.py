@@ -200,6 +200,7 @@ def test_bytes_do_not_depend_on_threads():
     assert one == two
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bytes_equal_cpu_bytes():
     sym, idx, gc = _gaussian_data(200_000, seed=4)

@@ -304,6 +304,9 @@ def test_failing_codec_is_isolated_and_recorded(image_dir, tmp_path, monkeypatch
     jpeg = json.loads((out / "jpeg.json").read_text())
     assert jpeg["errors"] == [] and jpeg["results"]["n_files"] == [3, 3]
     assert summary["errors"] == 3
+    # a resumed run re-records the codec-level failure once, not twice
+    bench.run_rd(image_dir, ["not-a-codec"], out, resume=True, plots=False, progress=False)
+    assert len((out / "not-a-codec.per_file.jsonl").read_text().splitlines()) == 1
 
 
 def test_resume_skips_finished_work(image_dir, tmp_path, monkeypatch):

@@ -360,6 +360,7 @@ def _read_log(path: Path) -> list[dict]:
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary readable files
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, allow_nan=True)
@@ -535,12 +536,18 @@ def run_rd(
         with open(logs[label], "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 
+    def codec_error(s: CodecSpec) -> None:
+        # A codec-level failure replaces any earlier one, so resumed runs do not pile them up.
+        kept = [r for r in _read_log(logs[s.label]) if r.get("file") != "*"]
+        logs[s.label].write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept), encoding="utf-8")
+        append(s.label, {"codec": s.label, "file": "*", "quality": None, "error": s.error})
+
     # Resolve each codec's points; failures to resolve (unknown name, unavailable library,
     # wrong modality, a model that does not load) are recorded once with file "*".
     tasks: list[tuple[CodecSpec, Any, Any, str]] = []  # (spec, quality, model, file)
     for s in specs:
         if s.kind == "invalid":
-            append(s.label, {"codec": s.label, "file": "*", "quality": None, "error": s.error})
+            codec_error(s)
             continue
         try:
             if s.kind == "baseline":
@@ -555,7 +562,7 @@ def run_rd(
                     pts = [(m, q) for m, q in pairs]
         except Exception as e:
             s.error = _error_text(e)
-            append(s.label, {"codec": s.label, "file": "*", "quality": None, "error": s.error})
+            codec_error(s)
             s.kind = "invalid"
             continue
         for point_label, (model, q) in zip(s.points, pts):

@@ -68,7 +68,7 @@ def plot_rd(
             ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         if plotted:
-            ax.legend(loc="lower right")
+            ax.legend(loc="best")
         fig.tight_layout()
         paths = []
         for suffix, kwargs in ((".png", {"dpi": 110}), (".svg", {"metadata": {"Date": None}})):

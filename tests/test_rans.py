@@ -153,7 +153,7 @@ def test_escapes_extremes_and_shapes():
     cdf = [[0, 20000, 65535, 65536], [0, 65536]]  # table 1: escape only
     sym = torch.tensor([[0, 1, 2, -1], [2**31 - 1, -(2**31), 5, -7]], dtype=torch.int32)
     idx = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 0]])
-    for offsets in ([0, 0], [-3, 100]):
+    for offsets in ([0, 0], [-3, 100], [-(2**30), 2**30]):  # the last: far-apart tables, value-indexed rows
         blob = rans.encode_with_indexes(sym, idx, cdf, [4, 2], offsets)
         assert torch.equal(rans.decode_with_indexes(blob, idx, cdf, [4, 2], offsets), sym)
 

@@ -147,6 +147,11 @@ class CdfTables:
     symbol_of_bin: Tensor | None = field(default=None, repr=False)  # int64 [(T+1)*W]: bin value + table offset
     escape_of_bin: Tensor | None = field(default=None, repr=False)  # bool [(T+1)*W]: is a table's escape bin
     offsets_minus_one: Tensor | None = field(default=None, repr=False)
+    # Same as encode_packed but indexed by symbol rather than value: column = symbol - symbol_base,
+    # clamped to [0, symbol_columns). Saves the per-symbol offset gather; None when too wide.
+    symbol_packed: Tensor | None = field(default=None, repr=False)
+    symbol_base: int = 0
+    symbol_columns: int = 0
     _lut: Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -179,6 +184,9 @@ class CdfTables:
             self.symbol_of_bin.to(device),
             self.escape_of_bin.to(device),
             self.offsets_minus_one.to(device),
+            None if self.symbol_packed is None else self.symbol_packed.to(device),
+            self.symbol_base,
+            self.symbol_columns,
         )
 
 
@@ -294,6 +302,18 @@ def prepare_tables(
     esc_e = (value_e < 0) | (value_e >= max_e)
     bin_e = torch.where(esc_e, max_e, value_e) + torch.arange(num_tables)[:, None] * bins
     packed = start[bin_e] | (freq[bin_e] << 17) | (esc_e.long() << 34) | ((freq[bin_e] == 0).long() << 35)
+    # Symbol-indexed rows: worthwhile when the tables' symbol ranges overlap (CompressAI's do).
+    lo_sym = int(offs[:num_tables].min())
+    hi_sym = int((offs[:num_tables] + lengths - 2).max())
+    columns = hi_sym - lo_sym + 2
+    symbol_packed = None
+    if num_tables * columns <= max(4 * num_tables * width_e, 1 << 20):
+        sym_c = lo_sym - 1 + torch.arange(columns)[None, :]
+        value_s = sym_c - offs[:num_tables, None]
+        esc_s = (value_s < 0) | (value_s >= max_e)
+        bin_s = torch.where(esc_s, max_e, value_s) + torch.arange(num_tables)[:, None] * bins
+        symbol_packed = start[bin_s] | (freq[bin_s] << 17) | (esc_s.long() << 34) | ((freq[bin_s] == 0).long() << 35)
+        symbol_packed = symbol_packed.reshape(-1).to(device)
     is_escape = torch.arange(bins)[None, :] == max_values[:, None]
     is_escape[num_tables] = False  # the padding table has no escape
     tables = CdfTables(
@@ -309,6 +329,9 @@ def prepare_tables(
         (torch.arange(bins)[None, :] + offs[:, None]).reshape(-1).to(device),
         is_escape.reshape(-1).to(device),
         (offs - 1).to(device),
+        symbol_packed,
+        lo_sym - 1,
+        columns,
     )
     with _CACHE_LOCK:
         _CACHE[key] = tables
@@ -518,9 +541,14 @@ def _prepare_symbols(symbols, indexes, tables: CdfTables, device):
     # One gather from the packed encoder table gives start, frequency and the escape flag.
     # index_select rather than advanced indexing / take: same result, a fraction of the cost.
     idx = idx.to(torch.int64)  # int64 indexes make the gathers and the add below ~2x faster than int32 ones
-    col = sym - tables.offsets_minus_one.index_select(0, idx)  # value + 1: the column in the packed rows
-    col.clamp_(0, tables.bins_per_table + 1)
-    packed = tables.encode_packed.index_select(0, torch.add(col, idx, alpha=tables.bins_per_table + 2))
+    if tables.symbol_packed is not None:
+        col = sym.to(torch.int64) - tables.symbol_base
+        col.clamp_(0, tables.symbol_columns - 1)
+        packed = tables.symbol_packed.index_select(0, torch.add(col, idx, alpha=tables.symbol_columns))
+    else:
+        col = sym - tables.offsets_minus_one.index_select(0, idx)  # value + 1: the column in the packed rows
+        col.clamp_(0, tables.bins_per_table + 1)
+        packed = tables.encode_packed.index_select(0, torch.add(col, idx, alpha=tables.bins_per_table + 2))
     start = packed & 0x1FFFF
     flagged = int(packed.max()) >= (1 << 34)  # one pass decides if anything is escaped or impossible
     freq = ((packed >> 17) & 0x1FFFF) if flagged else (packed >> 17)

@@ -357,3 +357,76 @@ def test_cli_rd_and_speed(image_dir, tmp_path):
     assert result.exit_code == 0, result.output
     last = json.loads(result.output.strip().splitlines()[-1])
     assert last["runs"] == 2 and last["unit"] == "MP/s" and last["encode_median"] > 0
+
+
+# ------------------------------------------------------------------ neural codecs by name
+
+
+def _toy_codec_class():
+    import struct
+    import zlib
+
+    from neuralcodec.codecs.base import Codec
+    from neuralcodec.codecs.registry import register_architecture
+
+    @register_architecture
+    class BenchToyCodec(Codec):
+        """Uniform quantization to `levels` levels + zlib: a stand-in for a neural codec."""
+
+        architecture = "bench-toy"
+        modality = "image"
+
+        def __init__(self, levels: int = 16) -> None:
+            super().__init__(levels=levels)
+            self.register_buffer("scale", torch.tensor([float(levels - 1)]))  # 1-D: weights_hash cannot view a 0-dim tensor
+
+        def compress(self, x, quality=None):
+            scale = float(self.scale) if quality is None else float(quality - 1)
+            q = (x.clamp(0, 1) * scale).round().to(torch.uint8).cpu()
+            return struct.pack("<3If", *q.shape, scale) + zlib.compress(q.numpy().tobytes(), 9)
+
+        def decompress(self, blob):
+            c, h, w, scale = struct.unpack("<3If", blob[:16])
+            q = np.frombuffer(zlib.decompress(blob[16:]), np.uint8).reshape(c, h, w)
+            return torch.from_numpy(q.astype(np.float32)) / scale
+
+    @register_architecture
+    class BenchToyMultiRate(BenchToyCodec):
+        """One model with several rate points: the benchmark sweeps ``qualities``."""
+
+        architecture = "bench-toy-multi"
+        qualities = (4, 16, 64)
+
+    return BenchToyCodec, BenchToyMultiRate
+
+
+def test_neural_codec_family_enters_by_name(image_dir, tmp_path):
+    from neuralcodec.codecs.registry import save
+
+    cls, multi = _toy_codec_class()
+    paths = [str(save(cls(levels=lv), tmp_path / "models" / f"toy{lv}")) + ".json" for lv in (4, 32)]
+    out = tmp_path / "out"
+    summary = bench.run_rd(
+        image_dir, ["jpeg", "toy=" + "+".join(paths)], out, anchor="jpeg", qualities={"jpeg": [20, 90]}, plots=False, progress=False
+    )
+    assert summary["errors"] == 0
+    entry = json.loads((out / "toy.json").read_text())
+    res = entry["results"]
+    assert res["quality"] == paths and res["n_files"] == [3, 3]
+    assert res["bpp"][0] < res["bpp"][1] and res["psnr-rgb"][0] < res["psnr-rgb"][1]
+    # bpp counts the blob's bytes exactly
+    records = [json.loads(line) for line in (out / "toy.per_file.jsonl").read_text().splitlines()]
+    assert all(r["bpp"] == pytest.approx(r["bytes"] * 8 / (40 * 48)) for r in records)
+
+
+def test_neural_codec_with_several_rate_points(image_dir, tmp_path):
+    from neuralcodec.codecs.registry import save
+
+    _, multi = _toy_codec_class()
+    path = str(save(multi(levels=8), tmp_path / "models" / "multi")) + ".json"
+    out = tmp_path / "out"
+    bench.run_rd(image_dir, [path], out, plots=False, progress=False)
+    (result,) = [p for p in out.glob("*.json") if p.name != "bd_rate.json"]
+    res = json.loads(result.read_text())["results"]
+    assert res["quality"] == [4, 16, 64]
+    assert res["bpp"] == sorted(res["bpp"]) and res["psnr-rgb"] == sorted(res["psnr-rgb"])

@@ -427,8 +427,12 @@ def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: 
 def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
     """BD-rate / BD-distortion of every entry against ``anchor`` with both fits."""
     rate_key = "bpp" if modality == "image" else "kbps"
+    # (column key, also report BD-distortion, sign making higher better). The log-mel distance
+    # is lower-is-better, so its BD-rate is taken on its negative.
     measures = (
-        [("psnr-rgb", True), ("ms-ssim-db", False)] if modality == "image" else [("si-sdr", True), ("snr", True)]
+        [("psnr-rgb", True, 1), ("ms-ssim-db", False, 1)]
+        if modality == "image"
+        else [("si-sdr", True, 1), ("snr", True, 1), ("mel-distance", False, -1)]
     )
     by_name = {e["name"]: e for e in entries}
     table: dict[str, Any] = {"anchor": anchor, "rate": rate_key, "rows": []}
@@ -436,10 +440,10 @@ def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
         table["error"] = f"anchor {anchor!r} has no results"
         return table
 
-    def curve(entry: dict, key: str):
+    def curve(entry: dict, key: str, sign: int):
         res = entry["results"]
         pts = [
-            (r, d)
+            (r, sign * d)
             for r, d in zip(res.get(rate_key, []), res.get(key, []))
             if r is not None and d is not None and math.isfinite(r) and math.isfinite(d) and r > 0
         ]
@@ -447,9 +451,9 @@ def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
 
     for entry in entries:
         row: dict[str, Any] = {"codec": entry["name"]}
-        for key, with_distortion in measures:
-            ra, da = curve(by_name[anchor], key)
-            rt, dt = curve(entry, key)
+        for key, with_distortion, sign in measures:
+            ra, da = curve(by_name[anchor], key, sign)
+            rt, dt = curve(entry, key, sign)
             for method in bdrate.METHODS:
                 for what, fn in (("bd-rate", bdrate.bd_rate), ("bd-dist", bdrate.bd_psnr)):
                     if what == "bd-dist" and not with_distortion:

@@ -383,3 +383,27 @@ def test_readme_first_command_with_the_default_model(tmp_path, capsys):
     psnr = -10 * torch.log10(((x - y) ** 2).mean())
     assert psnr > 25, f"decoded sample is {psnr:.1f} dB: not a working codec"
     assert info["bpp"] < 4
+
+
+def test_damaged_files_never_crash_the_cli(tmp_path, toy, capsys):
+    # Random byte flips, truncations and extensions: always a clean exit code and no output.
+    _image(tmp_path / "a.png", h=6, w=5)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ncf"), "--model", toy["image"], "-q"]) == 0
+    good = (tmp_path / "a.ncf").read_bytes()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        blob = bytearray(good)
+        kind = i % 3
+        if kind == 0:
+            for pos in rng.integers(0, len(blob), size=int(rng.integers(1, 4))):
+                blob[pos] ^= int(rng.integers(1, 256))
+        elif kind == 1:
+            blob = blob[: int(rng.integers(0, len(blob)))]
+        else:
+            blob += bytes(rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8))
+        path = tmp_path / f"d{i}.ncf"
+        path.write_bytes(bytes(blob))
+        assert main(["decode", str(path), "-o", str(tmp_path / f"d{i}.png"), "--model", toy["image"], "-q"]) == 1
+        assert main(["info", str(path)]) == 1
+        assert not (tmp_path / f"d{i}.png").exists()
+    capsys.readouterr()

@@ -430,3 +430,32 @@ def test_neural_codec_with_several_rate_points(image_dir, tmp_path):
     res = json.loads(result.read_text())["results"]
     assert res["quality"] == [4, 16, 64]
     assert res["bpp"] == sorted(res["bpp"]) and res["psnr-rgb"] == sorted(res["psnr-rgb"])
+
+
+def test_run_rd_video_layout(tmp_path):
+    import av
+
+    if not get_baseline("x264").available:
+        pytest.skip("no libx264")
+    d = tmp_path / "video"
+    d.mkdir()
+    T, H, W = 6, 40, 48
+    yy, xx = np.mgrid[0:H, 0:W]
+    with av.open(str(d / "clip.mkv"), "w") as out:  # the source itself: near-lossless x264
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv444p"
+        stream.options = {"qp": "0"}
+        for t in range(T):
+            rgb = np.stack([(xx * 5 + 7 * t) % 256, (yy * 6) % 256, (xx + yy + t) % 256], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = t
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    out_dir = tmp_path / "out"
+    summary = bench.run_rd(d, ["x264"], out_dir, qualities={"x264": [40, 20]}, plots=False, progress=False)
+    assert summary["modality"] == "video" and summary["errors"] == 0
+    res = json.loads((out_dir / "x264.json").read_text())["results"]
+    assert {"kbps", "psnr-y", "psnr-rgb", "encoding_time", "decoding_time"} <= set(res)
+    assert res["kbps"][0] < res["kbps"][1] and res["psnr-y"][0] < res["psnr-y"][1]

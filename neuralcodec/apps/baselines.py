@@ -28,6 +28,16 @@ Audio (:class:`Audio` in and out: ``(C, T)`` float32 in [-1, 1] plus its sample 
              experimental native Vorbis encoder, which is not representative.
 ========== ============================================================================
 
+Video (:class:`Video` in and out: ``(T, H, W, 3)`` uint8 RGB frames plus the frame rate),
+encoded with PyAV into Matroska in memory, 8-bit 4:2:0 (``yuv420p``, FFmpeg's default
+BT.601 RGB<->YUV conversion, which is part of every result), one encoder thread:
+
+========== ============================================================================
+``x264``     libx264, ``crf`` (lower = more bits), ``preset=medium``.
+``x265``     libx265, ``crf``, ``preset=medium``, ``pools=1``.
+``svtav1``   SVT-AV1 (libsvtav1), ``crf`` 1..63, ``preset=8``, ``lp=1``.
+========== ============================================================================
+
 Decoded audio is aligned to the input by the container's own delay information (Ogg
 pre-skip and granule positions, the LAME/Xing gapless header): the decoders drop the
 priming samples, and the output is cut to the input length (the tail padding is
@@ -35,8 +45,8 @@ dropped; a shorter output is an error). The tests check the alignment by
 cross-correlation and SNR.
 
 The rate counted by :meth:`Baseline.payload_size` is the whole file for images
-(headers included, as usual for bpp), and the sum of the raw codec packets for audio
-(container pages and codec header packets excluded).
+(headers included, as usual for bpp), and the sum of the raw codec packets for audio and
+video (container pages and codec header packets excluded).
 
 >>> import numpy as np
 >>> jpeg = get_baseline("jpeg")
@@ -85,6 +95,29 @@ class Audio:
     @property
     def seconds(self) -> float:
         return self.samples.shape[1] / self.sample_rate
+
+
+@dataclass
+class Video:
+    """Frames ``(T, H, W, 3)`` uint8 RGB and the frame rate (frames per second)."""
+
+    frames: np.ndarray
+    fps: float
+
+    def __post_init__(self) -> None:
+        f = np.asarray(self.frames)
+        if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 or f.shape[0] == 0:
+            raise MediaError(f"video must be (T, H, W, 3) uint8 with T > 0, got {f.dtype} {f.shape}")
+        if f.shape[1] % 2 or f.shape[2] % 2:
+            raise MediaError(f"4:2:0 video needs even width and height, got {f.shape[2]}x{f.shape[1]}")
+        self.frames = np.ascontiguousarray(f)
+        self.fps = float(self.fps)
+        if not self.fps > 0:
+            raise MediaError("video frame rate must be positive")
+
+    @property
+    def seconds(self) -> float:
+        return self.frames.shape[0] / self.fps
 
 
 class Baseline:
@@ -417,6 +450,97 @@ class SoundfileVorbisBaseline(Baseline):
         return _pyav_packet_bytes(data)
 
 
+# ------------------------------------------------------------------------------- video
+class PyAVVideoBaseline(Baseline):
+    """A video encoder driven through PyAV at a constant rate factor (CRF)."""
+
+    modality = "video"
+    quality_name = "crf"
+    rate_increases_with_quality = False
+
+    def __init__(
+        self,
+        name: str,
+        codec: str,
+        qualities: Sequence[int],
+        quality_range: tuple[int, int],
+        options: dict[str, str],
+        description: str,
+    ) -> None:
+        self.name = name
+        self.codec = codec
+        self.qualities = tuple(qualities)
+        self.quality_range = quality_range
+        self._options = dict(options)
+        self.description = description
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import av
+
+            av.codec.Codec(self.codec, "w")
+        except Exception:
+            return f"PyAV/FFmpeg here has no {self.codec!r} encoder"
+        return None
+
+    def encode(self, media: Video, quality: float) -> bytes:
+        self._require()
+        import os
+        from fractions import Fraction
+
+        import av
+
+        if not isinstance(media, Video):
+            raise TypeError("video baselines take a Video(frames, fps)")
+        lo, hi = self.quality_range
+        if not lo <= quality <= hi:
+            raise ValueError(f"{self.name}: crf {quality} outside [{lo}, {hi}]")
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr otherwise
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="matroska") as out:
+            stream = out.add_stream(self.codec, rate=Fraction(media.fps).limit_denominator(1001))
+            stream.width, stream.height = media.frames.shape[2], media.frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.thread_count = 1
+            stream.options = {**self._options, "crf": str(int(quality))}
+            for i, rgb in enumerate(media.frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, like: Video | None = None) -> Video:
+        self._require()
+        import av
+
+        frames = []
+        try:
+            with av.open(io.BytesIO(data)) as container:
+                stream = container.streams.video[0]
+                fps = float(stream.average_rate or (like.fps if like is not None else 0)) or 1.0
+                for packet in container.demux(stream):
+                    frames.extend(f.to_ndarray(format="rgb24") for f in packet.decode())
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.name}: cannot decode: {e}") from e
+        if not frames:
+            raise MediaError(f"{self.name}: no frames decoded")
+        video = np.stack(frames)
+        if like is not None:
+            if video.shape != like.frames.shape:
+                raise MediaError(f"{self.name}: decoded {video.shape}, encoded {like.frames.shape}")
+            fps = like.fps
+        return Video(video, fps)
+
+    def payload_size(self, data: bytes) -> int:
+        import av
+
+        with av.open(io.BytesIO(data)) as container:
+            return sum(p.size for p in container.demux(container.streams.video[0]) if p.size)
+
+
 # ---------------------------------------------------------------------------- registry
 def _jpeg() -> Baseline:
     return PillowImageBaseline(
@@ -506,6 +630,28 @@ def _mp3() -> Baseline:
     )
 
 
+def _x264() -> Baseline:
+    return PyAVVideoBaseline(
+        "x264", "libx264", (40, 35, 30, 26, 22, 18), (0, 51), {"preset": "medium"},
+        "libx264 via PyAV, CRF, preset medium, yuv420p, 1 thread",
+    )
+
+
+def _x265() -> Baseline:
+    return PyAVVideoBaseline(
+        "x265", "libx265", (40, 35, 30, 26, 22, 18), (0, 51),
+        {"preset": "medium", "x265-params": "pools=1:frame-threads=1:log-level=error"},
+        "libx265 via PyAV, CRF, preset medium, yuv420p, 1 thread",
+    )
+
+
+def _svtav1() -> Baseline:
+    return PyAVVideoBaseline(
+        "svtav1", "libsvtav1", (55, 48, 41, 35, 29, 23), (1, 63), {"preset": "8", "svtav1-params": "lp=1"},
+        "SVT-AV1 via PyAV, CRF, preset 8, yuv420p, lp=1",
+    )
+
+
 _FACTORIES: dict[str, Callable[[], Baseline]] = {
     "jpeg": _jpeg,
     "webp": _webp,
@@ -515,8 +661,14 @@ _FACTORIES: dict[str, Callable[[], Baseline]] = {
     "opus": _opus,
     "mp3": _mp3,
     "vorbis": SoundfileVorbisBaseline,
+    "x264": _x264,
+    "x265": _x265,
+    "svtav1": _svtav1,
 }
-_ALIASES = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "ogg": "vorbis"}
+_ALIASES = {
+    "jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "ogg": "vorbis",
+    "h264": "x264", "h265": "x265", "hevc": "x265", "av1": "svtav1",
+}
 
 
 def register_baseline(name: str, factory: Callable[[], Baseline]) -> None:
@@ -618,6 +770,8 @@ __all__ = [
     "BaselineUnavailableError",
     "PillowImageBaseline",
     "PyAVAudioBaseline",
+    "PyAVVideoBaseline",
+    "Video",
     "SoundfileVorbisBaseline",
     "baseline_names",
     "encode_at_bpp",

@@ -5,7 +5,8 @@ quality point of every codec and writes, under ``out``:
 
 * ``<codec>.json``: CompressAI's results layout, one entry per quality point, averaged
   over files (images: ``bpp``, ``psnr-rgb``, ``ms-ssim``, ``encoding_time``,
-  ``decoding_time``; audio: ``kbps``, ``snr``, ``si-sdr``, ``mel-distance``, times),
+  ``decoding_time``; audio: ``kbps``, ``snr``, ``si-sdr``, ``mel-distance``, times;
+  video: ``kbps``, ``psnr-y``, ``psnr-rgb`` (mean per-frame PSNR), times),
   plus ``quality`` (the knob or model name), ``n_files`` and the ``errors``;
 * ``<codec>.per_file.jsonl``: one record per file x quality point. It is also the resume
   log: with ``resume=True`` every successful record found there is kept and not re-run
@@ -17,7 +18,8 @@ quality point of every codec and writes, under ``out``:
 Codecs are named in ``codecs``:
 
 * a classical baseline (``jpeg``, ``webp``, ``jpeg2000``, ``avif``, ``jxl``, ``opus``,
-  ``mp3``, ``vorbis``; see :mod:`neuralcodec.apps.baselines`), swept over its default
+  ``mp3``, ``vorbis``, ``x264``, ``x265``, ``svtav1``; see :mod:`neuralcodec.apps.baselines`),
+  swept over its default
   quality points or the ones given in ``qualities``;
 * a shipped neural model, ``neuralcodec.load(name)``: one point, or one point per entry
   of the model's ``qualities`` attribute if it has one (then ``compress(x, quality=q)``);
@@ -53,19 +55,26 @@ import numpy as np
 
 from ..errors import MediaError
 from . import bdrate, metrics
-from .baselines import Audio, get_baseline, is_baseline
+from .baselines import Audio, Video, get_baseline, is_baseline
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
 IMAGE_METRICS = ("psnr-rgb", "ms-ssim")
 AUDIO_METRICS = ("snr", "si-sdr", "mel-distance")
+VIDEO_METRICS = ("psnr-y", "psnr-rgb")
 TIME_KEYS = ("encoding_time", "decoding_time")
 
 
 # ----------------------------------------------------------------------------- media
+def _kind(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    return "image" if ext in IMAGE_EXTS else "audio" if ext in AUDIO_EXTS else "video" if ext in VIDEO_EXTS else None
+
+
 def find_media(data: str | Path, limit: int | None = None) -> tuple[str, list[Path]]:
-    """The modality (``"image"``/``"audio"``) and the sorted media files of a folder.
+    """The modality (``"image"``/``"audio"``/``"video"``) and the sorted media files of a folder.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "a.png").write_bytes(b"")
@@ -76,12 +85,12 @@ def find_media(data: str | Path, limit: int | None = None) -> tuple[str, list[Pa
     root = Path(data)
     if not root.is_dir():
         raise MediaError(f"no such folder: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | AUDIO_EXTS)
-    kinds = {"image" if p.suffix.lower() in IMAGE_EXTS else "audio" for p in files}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _kind(p))
+    kinds = {_kind(p) for p in files}
     if not files:
-        raise MediaError(f"no image or audio files in {root}")
+        raise MediaError(f"no image, audio or video files in {root}")
     if len(kinds) > 1:
-        raise MediaError(f"{root} mixes images and audio; benchmark one modality per folder")
+        raise MediaError(f"{root} mixes {' and '.join(sorted(kinds))}; benchmark one modality per folder")
     if limit is not None:
         files = files[: max(0, int(limit))]
     return kinds.pop(), files
@@ -130,9 +139,41 @@ def read_audio(path: str | Path, max_seconds: float | None = None) -> Audio:
     return Audio(samples, rate)
 
 
+def read_video(path: str | Path, max_seconds: float | None = None) -> Video:
+    """A video file's first video stream as :class:`Video` (RGB frames), optionally its first seconds.
+
+    Frames of odd width or height lose their last column/row (4:2:0 codecs need even sizes).
+    """
+    import av
+
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if not fps > 0:
+                raise MediaError(f"{path}: unknown frame rate")
+            limit = None if max_seconds is None else max(1, int(round(max_seconds * fps)))
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if limit is not None and len(frames) >= limit:
+                    break
+    except av.error.FFmpegError as e:
+        raise MediaError(f"cannot read video {path}: {e}") from e
+    if not frames:
+        raise MediaError(f"{path}: no video frames")
+    video = np.stack(frames)
+    h, w = video.shape[1] // 2 * 2, video.shape[2] // 2 * 2
+    return Video(video[:, :h, :w], fps)
+
+
 @lru_cache(maxsize=2)
 def _load_media(path: str, modality: str, max_seconds: float | None) -> Any:
-    return read_image_uint8(path) if modality == "image" else read_audio(path, max_seconds)
+    if modality == "image":
+        return read_image_uint8(path)
+    if modality == "audio":
+        return read_audio(path, max_seconds)
+    return read_video(path, max_seconds)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -158,6 +199,29 @@ def score_audio(original: Audio, decoded: Audio, n_bytes: int, file_bytes: int |
     return out
 
 
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    # BT.601 luma of 8-bit RGB, on the [0, 1] scale
+    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114) / 255.0
+
+
+def score_video(original: Video, decoded: Video, n_bytes: int, file_bytes: int | None = None) -> dict[str, float]:
+    """kbps, mean per-frame PSNR of RGB and of BT.601 luma (Y computed from RGB)."""
+    if decoded.frames.shape != original.frames.shape:
+        raise MediaError(f"decoded {decoded.frames.shape}, original {original.frames.shape}")
+    rgb, y = [], []
+    for a, b in zip(original.frames, decoded.frames):  # frame by frame: bounded memory
+        rgb.append(metrics.psnr(a, b))
+        y.append(metrics.psnr(_luma(a.astype(np.float64)), _luma(b.astype(np.float64))))
+    out = {
+        "kbps": n_bytes * 8.0 / original.seconds / 1000.0,
+        "psnr-rgb": float(np.mean(rgb)),
+        "psnr-y": float(np.mean(y)),
+    }
+    if file_bytes is not None:
+        out["kbps-file"] = file_bytes * 8.0 / original.seconds / 1000.0
+    return out
+
+
 def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -175,8 +239,10 @@ def run_baseline_point(name: str, path: str, modality: str, quality: Any, max_se
         t2 = time.perf_counter()
         if modality == "image":
             record.update(score_image(media, decoded, len(data)))
-        else:
+        elif modality == "audio":
             record.update(score_audio(media, decoded, baseline.payload_size(data), len(data)))
+        else:
+            record.update(score_video(media, decoded, baseline.payload_size(data), len(data)))
         record.update({"bytes": len(data), "encoding_time": t1 - t0, "decoding_time": t2 - t1, "error": None})
     except Exception as e:  # a failing codec is a result, not a crash of the run
         record["error"] = _error_text(e)
@@ -283,6 +349,8 @@ class _NeuralRunner:
             media = _load_media(path, modality, max_seconds)
             if modality == "image":
                 x = torch.from_numpy(media).permute(2, 0, 1).float().div(255.0).to(self.device)
+            elif modality == "video":  # (C, T, H, W) in [0, 1]
+                x = torch.from_numpy(media.frames).permute(3, 0, 1, 2).float().div(255.0).to(self.device)
             else:
                 x = torch.from_numpy(media.samples).to(self.device)
                 model_rate = getattr(model, "sample_rate", None)
@@ -310,6 +378,11 @@ class _NeuralRunner:
                 if decoded.shape != media.shape:
                     raise MediaError(f"decoded shape {decoded.shape} differs from the input {media.shape}")
                 record.update(score_image(media, decoded, len(blob)))
+            elif modality == "video":
+                if y.ndim == 5 and y.shape[0] == 1:
+                    y = y[0]
+                frames = (y.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+                record.update(score_video(media, Video(frames, media.fps), len(blob)))
             else:
                 if y.ndim == 3 and y.shape[0] == 1:
                     y = y[0]
@@ -380,7 +453,11 @@ def _finite_mean(values: Iterable[float]) -> float | None:
 
 def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: str, data: str) -> dict:
     """Per-file records -> one CompressAI-layout results dict (mean over files per point)."""
-    keys = ("bpp",) + IMAGE_METRICS if modality == "image" else ("kbps", "kbps-file") + AUDIO_METRICS
+    keys = {
+        "image": ("bpp",) + IMAGE_METRICS,
+        "audio": ("kbps", "kbps-file") + AUDIO_METRICS,
+        "video": ("kbps", "kbps-file") + VIDEO_METRICS,
+    }[modality]
     latest: dict[tuple[str, str], dict] = {}
     for r in records:
         latest[(r.get("file"), _qkey(r.get("quality")))] = r
@@ -429,11 +506,11 @@ def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
     rate_key = "bpp" if modality == "image" else "kbps"
     # (column key, also report BD-distortion, sign making higher better). The log-mel distance
     # is lower-is-better, so its BD-rate is taken on its negative.
-    measures = (
-        [("psnr-rgb", True, 1), ("ms-ssim-db", False, 1)]
-        if modality == "image"
-        else [("si-sdr", True, 1), ("snr", True, 1), ("mel-distance", False, -1)]
-    )
+    measures = {
+        "image": [("psnr-rgb", True, 1), ("ms-ssim-db", False, 1)],
+        "audio": [("si-sdr", True, 1), ("snr", True, 1), ("mel-distance", False, -1)],
+        "video": [("psnr-y", True, 1), ("psnr-rgb", True, 1)],
+    }[modality]
     by_name = {e["name"]: e for e in entries}
     table: dict[str, Any] = {"anchor": anchor, "rate": rate_key, "rows": []}
     if anchor not in by_name:
@@ -647,6 +724,9 @@ def run_rd(
                 ("ms-ssim", "rd_ms-ssim", "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)", metrics.ms_ssim_db),
             ]
             xlabel, log_x = "bits per pixel", False
+        elif modality == "video":
+            figs = [("psnr-y", "rd_psnr-y", "PSNR Y (dB, BT.601 luma)", None), ("psnr-rgb", "rd_psnr-rgb", "PSNR RGB (dB)", None)]
+            xlabel, log_x = "kbps", True
         else:
             figs = [
                 ("si-sdr", "rd_si-sdr", "SI-SDR (dB)", None),
@@ -698,9 +778,9 @@ def run_speed(
     paths = [Path(f) for f in files]
     if not paths:
         raise MediaError("no files given")
-    kinds = {"image" if p.suffix.lower() in IMAGE_EXTS else "audio" if p.suffix.lower() in AUDIO_EXTS else "?" for p in paths}
-    if "?" in kinds or len(kinds) != 1:
-        raise MediaError("give image files or audio files (one modality) with known extensions")
+    kinds = {_kind(p) for p in paths}
+    if None in kinds or len(kinds) != 1:
+        raise MediaError("give image, audio or video files (one modality) with known extensions")
     modality = kinds.pop()
 
     if is_baseline(codec):
@@ -726,6 +806,8 @@ def run_speed(
         def to_tensor(media):
             if modality == "image":
                 return torch.from_numpy(media).permute(2, 0, 1).float().div(255.0).to(device)
+            if modality == "video":
+                return torch.from_numpy(media.frames).permute(3, 0, 1, 2).float().div(255.0).to(device)
             return torch.from_numpy(media.samples).to(device)
 
         def enc(media):
@@ -744,7 +826,7 @@ def run_speed(
 
     per_file = []
     for p in paths:
-        media = read_image_uint8(p) if modality == "image" else read_audio(p, max_seconds)
+        media = _load_media(str(p), modality, max_seconds)
         size = (media.shape[0] * media.shape[1] / 1e6) if modality == "image" else media.seconds
         data = enc(media)
         dec(data, media)  # warm-up
@@ -804,7 +886,7 @@ def _click_group():
     @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="parallel processes for classical codecs")
     @click.option("--limit", default=None, type=click.IntRange(1), help="use only the first N files")
     @click.option("--quality", "quality_opts", multiple=True, metavar="CODEC=Q1/Q2/...", help="override a baseline's sweep")
-    @click.option("--max-seconds", default=None, type=float, help="audio: use only the first S seconds of each file")
+    @click.option("--max-seconds", default=None, type=float, help="audio/video: use only the first S seconds of each file")
     @click.option("--device", default="cpu", show_default=True, help="device for neural codecs")
     @click.option("--no-plots", is_flag=True, help="skip the matplotlib plots")
     def rd_command(data, codecs, out, anchor, resume, jobs, limit, quality_opts, max_seconds, device, no_plots) -> None:
@@ -838,7 +920,7 @@ def _click_group():
     @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
     @click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 1000))
     @click.option("--quality", default=None, help="quality point (default: middle of the baseline's sweep)")
-    @click.option("--max-seconds", default=None, type=float, help="audio: first S seconds only")
+    @click.option("--max-seconds", default=None, type=float, help="audio/video: first S seconds only")
     def speed_command(codec, files, device, runs, quality, max_seconds) -> None:
         """Encode/decode throughput of one codec: min and median over --runs runs."""
         q: Any = quality

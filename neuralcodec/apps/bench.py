@@ -107,7 +107,7 @@ def read_image_uint8(path: str | Path) -> np.ndarray:
         t = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
         if t.ndim == 4 and t.shape[0] == 1:
             t = t[0]
-        if t.ndim == 3 and t.shape[0] in (1, 3) and t.shape[-1] not in (1, 3):
+        if t.ndim == 3:  # read_image gives (C, H, W), C = 1, 3 or 4
             t = np.transpose(t, (1, 2, 0))
         if t.dtype != np.uint8:
             t = np.clip(np.round(t.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)

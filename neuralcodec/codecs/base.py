@@ -76,7 +76,8 @@ class Codec(nn.Module):
             h.update(key.encode())
             h.update(str(t.dtype).encode())
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            # reshape(-1): a 0-d tensor cannot be viewed as bytes directly
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.hexdigest()[:16]
 
     @property

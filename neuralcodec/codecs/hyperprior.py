@@ -1,0 +1,484 @@
+"""Scale hyperprior (Ballé et al. 2018) and mean-scale hyperprior (Minnen et al. 2018) image codecs.
+
+The networks have the shapes of CompressAI's ``bmshj2018-hyperprior`` (``variant="scale"``)
+and ``mbt2018-mean`` (``variant="mean"``)::
+
+    x ─ g_a (4× conv 5×5/2, GDN) ─▶ y ─ h_a ─▶ z ─ round ─▶ ẑ   (factorized prior: EntropyBottleneck)
+    ẑ ─ h_s (fixed point, exact) ─▶ integer scale (and mean) of every element of y
+    y ─ round(y − mean) ─▶ symbols (Gaussian tables chosen by scale: GaussianConditional)
+    ŷ = symbols + mean ─ g_s (4× deconv 5×5/2, IGDN) ─▶ x̂
+
+**Deterministic decoding.** The decoder must pick, for every element of ``y``, exactly the
+Gaussian table (and mean) the encoder used, but both come from the hyper-synthesis ``h_s``,
+whose floating-point output can differ between CPU and GPU or between thread counts (the
+summation order of a convolution is not fixed). ``h_s`` here is an *integer network*
+(Ballé et al. 2019, "Integer networks for data compression") in fixed point:
+weights are integers at scale ``2**-weight_bits``, activations integers at scale
+``2**-act_bits``, biases integers at the accumulator's scale, and every layer is
+``floor((conv(A, W) + B) / 2**weight_bits)`` followed by an integer ReLU / leaky ReLU. At
+coding time this is evaluated in float64 on integer-valued tensors: every product and every
+partial sum is an integer below ``2**53``, so it is exact in any summation order, and the
+division by a power of two and the floor are exact too. Every device and thread count thus
+gets identical integers (cuDNN is disabled for these few small convolutions so no FFT or
+Winograd algorithm enters, and the accumulators are rounded and range-checked as a guard).
+The integer scales map to table indexes by integer comparisons with precomputed integer
+thresholds. The network trains with the same fixed-point arithmetic simulated in float
+(straight-through rounding), so no conversion step is needed after training.
+
+The encoder still hashes the table indexes (and integer means) it used into the file; the
+decoder recomputes them, compares before decoding ``y``, and raises
+:class:`neuralcodec.ModelMismatchError` ("platform mismatch") rather than decoding garbage.
+
+Bitstream (one ``.ncf`` container per image): sections ``z`` and ``y`` (rANS streams) and
+``alpha`` (zlib of the 8-bit alpha plane, RGBA only); header metadata ``hyperprior``:
+mode (``L``/``RGB``/``RGBA``), latent size ``[h/16, w/16]`` and the index digest.
+Images of any size are padded (reflect) to a multiple of 64 and cropped back.
+
+>>> import torch
+>>> model = HyperpriorCodec(variant="mean", N=16, M=24).eval()
+>>> model.update()
+>>> blob = model.compress(torch.rand(3, 20, 30))
+>>> model.decompress(blob).shape, model.latents(blob).shape
+(torch.Size([3, 20, 30]), torch.Size([24, 2, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN
+from torch import Tensor, nn
+
+from ..entropy import Container, EntropyBottleneck, GaussianConditional
+from ..entropy.tables import tensor_hash
+from ..errors import BitstreamError, ModelMismatchError
+from ..transforms.wavelets import crop_to, pad_to_multiple
+from .base import Codec
+from .registry import register_architecture
+
+__all__ = ["HyperpriorCodec", "FixedPointSynthesis", "VARIANTS"]
+
+VARIANTS = ("scale", "mean")
+_MAX_PIXELS = 1 << 28  # largest image we agree to decode (about 268 MP)
+_EXACT_LIMIT = float(2**52)  # float64 holds every integer below 2**53: keep a margin
+_LEAKY_SHIFT = 6  # integer leaky ReLU: negative values divided by 2**6 (slope 1/64)
+
+
+def _conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+def _deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
+        return g
+
+
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
+        return g
+
+
+# ----------------------------------------------------------------------------------------------
+# The fixed-point hyper-synthesis
+# ----------------------------------------------------------------------------------------------
+
+
+class FixedPointSynthesis(nn.Module):
+    """A stack of (transposed) convolutions in fixed point, exact when evaluated on integers.
+
+    ``layers`` is a list of ``(kind, in, out, kernel, stride)`` with kind ``"deconv"`` or
+    ``"conv"``; ``activation`` (``"relu"`` or ``"leaky"``) follows every layer but the last,
+    and ``final_relu`` adds one after the last. ``forward(v)`` simulates the arithmetic in
+    float with straight-through rounding (training); ``integer_forward(V)`` runs it exactly on
+    integer-valued float64 tensors (coding). Both take and return values at scale
+    ``2**-act_bits`` (``forward``: real values; ``integer_forward``: the integers).
+
+    >>> net = FixedPointSynthesis([("deconv", 4, 8, 5, 2), ("conv", 8, 6, 3, 1)])
+    >>> z = torch.round(torch.randn(1, 4, 3, 3) * 3)
+    >>> exact = net.integer_forward(net.to_integers(z)) / 2**net.act_bits
+    >>> bool((exact - net(z).double()).abs().max() < 0.05)
+    True
+    """
+
+    def __init__(self, layers: Sequence[tuple[str, int, int, int, int]], activation: str = "relu",
+                 final_relu: bool = False, weight_bits: int = 12, act_bits: int = 8) -> None:
+        super().__init__()
+        if activation not in ("relu", "leaky"):
+            raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
+        self.kinds = [kind for kind, *_ in layers]
+        self.convs = nn.ModuleList(
+            [_deconv(i, o, k, s) if kind == "deconv" else _conv(i, o, k, s) for kind, i, o, k, s in layers]
+        )
+        self.activation = activation
+        self.final_relu = final_relu
+        self.weight_bits = int(weight_bits)
+        self.act_bits = int(act_bits)
+
+    def _apply(self, conv: nn.Module, a: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        if isinstance(conv, nn.ConvTranspose2d):
+            return F.conv_transpose2d(a, w, b, conv.stride, conv.padding, conv.output_padding)
+        return F.conv2d(a, w, b, conv.stride, conv.padding)
+
+    def _activate(self, a: Tensor, last: bool, floor: Any) -> Tensor:
+        if last:
+            return a.clamp_min(0) if self.final_relu else a
+        if self.activation == "relu":
+            return a.clamp_min(0)
+        return torch.where(a >= 0, a, floor(a / 2**_LEAKY_SHIFT))
+
+    def forward(self, v: Tensor) -> Tensor:
+        """Training path: the fixed-point network simulated in float (straight-through)."""
+        sa, sw = 2.0**self.act_bits, 2.0**self.weight_bits
+        rnd, flo = _RoundSTE.apply, _FloorSTE.apply
+        a = rnd(v * sa)  # integers at scale 2**-act_bits
+        for i, conv in enumerate(self.convs):
+            w = rnd(conv.weight * sw) / sw
+            b = rnd(conv.bias * (sa * sw)) / sw
+            a = flo(self._apply(conv, a, w, b))
+            a = self._activate(a, i == len(self.convs) - 1, flo)
+        return a / sa
+
+    def to_integers(self, v: Tensor) -> Tensor:
+        """Real input values -> the integer input (float64) of :meth:`integer_forward`."""
+        return torch.round(v.to(torch.float64) * 2.0**self.act_bits)
+
+    def integer_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """(weight, bias) of every layer as integer-valued float64 tensors (weights at scale
+        ``2**-weight_bits``, biases at ``2**-(weight_bits + act_bits)``)."""
+        sw, sb = 2.0**self.weight_bits, 2.0 ** (self.weight_bits + self.act_bits)
+        return [(torch.round(c.weight.detach().double() * sw), torch.round(c.bias.detach().double() * sb))
+                for c in self.convs]
+
+    @torch.no_grad()
+    def integer_forward(self, a: Tensor) -> Tensor:
+        """Exact fixed-point evaluation on integer-valued float64 tensors (any device).
+
+        Raises ``OverflowError`` if an accumulator leaves the exactly representable range.
+        """
+        if a.dtype != torch.float64:
+            raise TypeError("integer_forward takes integer-valued float64 tensors (see to_integers)")
+        shift = 2.0**self.weight_bits
+        # No cuDNN: its FFT/Winograd algorithms are not exact on integers; the native path
+        # (im2col + GEMM) is products and sums only.
+        with torch.backends.cudnn.flags(enabled=False):
+            for i, (conv, (w, b)) in enumerate(zip(self.convs, self.integer_weights())):
+                acc = self._apply(conv, a, w.to(a.device), b.to(a.device))
+                if acc.numel() and float(acc.abs().max()) >= _EXACT_LIMIT:
+                    raise OverflowError("fixed-point hyper-synthesis overflow (input out of the trained range)")
+                acc = torch.round(acc)  # a no-op for exact arithmetic, a guard otherwise
+                a = torch.floor(acc / shift)
+                a = self._activate(a, i == len(self.convs) - 1, torch.floor)
+        return a
+
+
+# ----------------------------------------------------------------------------------------------
+# The codec
+# ----------------------------------------------------------------------------------------------
+
+
+@register_architecture
+class HyperpriorCodec(Codec):
+    """Scale (``variant="scale"``) or mean-scale (``variant="mean"``) hyperprior image codec.
+
+    Args:
+        variant: ``"scale"`` (Ballé 2018, ``bmshj2018-hyperprior``) or ``"mean"``
+            (Minnen 2018, ``mbt2018-mean``).
+        N: channels of the transforms and of ``z``.
+        M: channels of ``y``.
+        weight_bits, act_bits: fixed-point fractional bits of the hyper-synthesis.
+        lmbda: the rate-distortion weight it was trained with (informational).
+
+    >>> m = HyperpriorCodec(variant="scale", N=16, M=24)
+    >>> out = m(torch.rand(2, 3, 64, 64))
+    >>> out["x_hat"].shape, out["y"].shape, sorted(out["likelihoods"])
+    (torch.Size([2, 3, 64, 64]), torch.Size([2, 24, 4, 4]), ['y', 'z'])
+    """
+
+    architecture = "hyperprior"
+    modality = "image"
+    multiple = 64  # four stride-2 layers in g_a and two more in h_a
+
+    def __init__(self, variant: str = "mean", N: int = 64, M: int = 96, weight_bits: int = 12, act_bits: int = 8,
+                 lmbda: float | None = None) -> None:
+        super().__init__(variant=variant, N=N, M=M, weight_bits=weight_bits, act_bits=act_bits, lmbda=lmbda)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant, self.N, self.M = variant, N, M
+        self.g_a = nn.Sequential(
+            _conv(3, N), GDN(N), _conv(N, N), GDN(N), _conv(N, N), GDN(N), _conv(N, M),
+        )
+        self.g_s = nn.Sequential(
+            _deconv(M, N), GDN(N, inverse=True), _deconv(N, N), GDN(N, inverse=True),
+            _deconv(N, N), GDN(N, inverse=True), _deconv(N, 3),
+        )
+        if variant == "scale":
+            self.h_a = nn.Sequential(
+                _conv(M, N, 3, 1), nn.ReLU(inplace=True), _conv(N, N), nn.ReLU(inplace=True), _conv(N, N),
+            )
+            self.h_s = FixedPointSynthesis(
+                [("deconv", N, N, 5, 2), ("deconv", N, N, 5, 2), ("conv", N, M, 3, 1)],
+                activation="relu", final_relu=True, weight_bits=weight_bits, act_bits=act_bits,
+            )
+        else:
+            self.h_a = nn.Sequential(
+                _conv(M, N, 3, 1), nn.LeakyReLU(inplace=True), _conv(N, N), nn.LeakyReLU(inplace=True), _conv(N, N),
+            )
+            self.h_s = FixedPointSynthesis(
+                [("deconv", N, M, 5, 2), ("deconv", M, M * 3 // 2, 5, 2), ("conv", M * 3 // 2, M * 2, 3, 1)],
+                activation="leaky", final_relu=False, weight_bits=weight_bits, act_bits=act_bits,
+            )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        # Integer thresholds of the scale table: index = #{k < K-1 : S > thresholds[k]} for an
+        # integer scale S at scale 2**-act_bits (the same rule as CompressAI's build_indexes).
+        self.register_buffer("scale_thresholds", self._thresholds(), persistent=False)
+        self._hash_cache: str | None = None
+
+    def _thresholds(self) -> Tensor:
+        table = self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64)
+        return torch.floor(table[:-1] * 2.0**self.h_s.act_bits)
+
+    # -- continuous path -----------------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` in [0, 1] (sizes a multiple of 64) -> continuous latent ``y``."""
+        return self.g_a(x)
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """Latent ``y`` (quantized or not) -> ``(B, 3, H, W)`` reconstruction (not clamped)."""
+        return self.g_s(y)
+
+    def _hyper_params(self, hyper: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.variant == "mean":
+            scales, means = hyper.chunk(2, dim=1)
+            return scales, means
+        return hyper, None
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """Training pass (CompressAI's): noisy ``z`` and ``y`` for the rates; the synthesis sees
+        ``y`` rounded around the mean (straight-through), as at decoding."""
+        y = self.g_a(x)
+        z = self.h_a(torch.abs(y) if self.variant == "scale" else y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self._hyper_params(self.h_s(z_hat))
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        centre = 0 if means is None else means
+        y_hat = _RoundSTE.apply(y - centre) + centre
+        return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y}
+
+    def aux_loss(self) -> Tensor:
+        """The EntropyBottleneck's quantile loss (train with its own optimizer, as CompressAI)."""
+        return self.entropy_bottleneck.loss()
+
+    # -- identity ------------------------------------------------------------------------
+    def weights_hash(self) -> str:
+        if self.training or self._hash_cache is None:
+            h = super().weights_hash()
+            if self.training:
+                return h
+            self._hash_cache = h
+        return self._hash_cache
+
+    def train(self, mode: bool = True) -> "HyperpriorCodec":
+        self._hash_cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._hash_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def update(self, force: bool = True) -> None:
+        """Build the integer tables of both entropy models (after training)."""
+        self.entropy_bottleneck.update(force=force)
+        self.gaussian_conditional.update(force=force)
+        self.scale_thresholds = self._thresholds().to(self.scale_thresholds.device)
+        self._hash_cache = None
+
+    # -- exact coding parameters ----------------------------------------------------------
+    @torch.no_grad()
+    def coding_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Table indexes (int32) and means (float32 or None) of ``y`` from the decoded ``ẑ``.
+
+        Exact integer arithmetic (see the module docstring): the same on every device and
+        thread count.
+        """
+        ints = self.h_s.integer_forward(self.h_s.to_integers(z_hat))
+        scales_int, means_int = self._hyper_params(ints)
+        thresholds = self.scale_thresholds.to(scales_int.device)
+        # index = #{k : S > threshold_k}: integer comparisons, no floating-point rounding.
+        indexes = (scales_int.unsqueeze(-1) > thresholds).sum(-1).to(torch.int32)
+        means = None
+        if means_int is not None:
+            if means_int.numel() and float(means_int.abs().max()) >= 2**23:
+                raise OverflowError("hyperprior mean out of range")
+            means = (means_int / 2.0**self.h_s.act_bits).to(torch.float32)  # exact: |int| < 2**24
+        return indexes, means
+
+    @staticmethod
+    def _digest(indexes: Tensor, means: Tensor | None) -> str:
+        return tensor_hash(indexes.to(torch.int32), *([] if means is None else [means.to(torch.float32)]))
+
+    # -- coding path ---------------------------------------------------------------------
+    def _prepare(self, x: Tensor) -> tuple[Tensor, Tensor | None, str]:
+        """(B, C, H, W) in [0,1] with C in {1, 3, 4} -> RGB for the network, alpha, mode."""
+        c = x.shape[1]
+        if c == 1:
+            return x.expand(-1, 3, -1, -1), None, "L"
+        if c == 3:
+            return x, None, "RGB"
+        if c == 4:
+            return x[:, :3], x[:, 3], "RGBA"
+        raise ValueError(f"expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
+
+    def _check_ready(self) -> None:
+        if not (self.entropy_bottleneck.has_tables() and self.gaussian_conditional.has_tables()):
+            raise RuntimeError("call update() before compress (trained models ship with tables)")
+
+    @torch.no_grad()
+    def encode_latents(self, x: Tensor) -> dict[str, Any]:
+        """The encoder's quantities for ``(B, C, H, W)`` images in [0, 1] (any size):
+        ``z_symbols``, ``z_hat``, ``indexes``, ``means``, ``y_symbols`` and ``y_hat`` (the
+        quantized latent that :meth:`latents` returns)."""
+        rgb, _, _ = self._prepare(x)
+        padded, _ = pad_to_multiple(rgb.float().clamp(0, 1), self.multiple)
+        y = self.g_a(padded)
+        z = self.h_a(torch.abs(y) if self.variant == "scale" else y)
+        z_symbols = self.entropy_bottleneck.symbols(z)
+        z_hat = self.entropy_bottleneck.dequantize_symbols(z_symbols)
+        indexes, means = self.coding_params(z_hat)
+        centred = y if means is None else y - means
+        y_symbols = torch.round(centred).to(torch.int32)
+        y_hat = y_symbols.float() if means is None else y_symbols.float() + means
+        return {"z_symbols": z_symbols, "z_hat": z_hat, "indexes": indexes, "means": means,
+                "y_symbols": y_symbols, "y_hat": y_hat}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, metadata: dict[str, Any] | None = None) -> bytes | list[bytes]:
+        """Images ``(B, C, H, W)`` or ``(C, H, W)`` in [0, 1] -> ``.ncf`` bytes (a list for a batch).
+
+        ``C`` is 1 (gray, coded as RGB and averaged back), 3 (RGB) or 4 (RGBA: RGB through
+        the network, alpha losslessly as zlib of 8-bit values). ``metadata`` goes into the
+        container's header.
+        """
+        self._check_ready()
+        single = x.dim() == 3
+        if single:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or min(x.shape[2:]) < 1:
+            raise ValueError(f"expected (B, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
+        x = x.to(self.device)
+        _, alpha, mode = self._prepare(x)
+        enc = self.encode_latents(x)
+        z_streams = self.entropy_bottleneck._encode_batch(
+            enc["z_symbols"], self.entropy_bottleneck.build_indexes(enc["z_symbols"].shape, enc["z_symbols"].device))
+        y_streams = self.gaussian_conditional._encode_batch(enc["y_symbols"], enc["indexes"])
+        blobs = []
+        for b in range(x.shape[0]):
+            sections = {"z": z_streams[b], "y": y_streams[b]}
+            if alpha is not None:
+                a8 = torch.round(alpha[b].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().tobytes()
+                sections["alpha"] = zlib.compress(a8, 9)
+            meta = dict(metadata or {})
+            means_b = None if enc["means"] is None else enc["means"][b]
+            meta["hyperprior"] = {"mode": mode, "latent": list(enc["y_symbols"].shape[2:]),
+                                  "digest": self._digest(enc["indexes"][b], means_b)}
+            blobs.append(
+                Container(self.name, self.weights_hash(), self.modality, tuple(x.shape[1:]), meta, sections).to_bytes()
+            )
+        return blobs[0] if single else blobs
+
+    def _open(self, blob: bytes) -> tuple[Container, dict[str, Any]]:
+        c = Container.from_bytes(blob)
+        if c.codec != self.name or c.weights_hash != self.weights_hash():
+            raise ModelMismatchError(
+                f"this file was made by {c.codec!r} (weights {c.weights_hash}); this model is "
+                f"{self.name!r} (weights {self.weights_hash()})"
+            )
+        info = c.metadata.get("hyperprior") if isinstance(c.metadata, dict) else None
+        shape = tuple(c.shape)
+        if not isinstance(info, dict) or len(shape) != 3:
+            raise BitstreamError("not a hyperprior image file (missing or malformed 'hyperprior' metadata)")
+        mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
+        chans = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode)  # type: ignore[arg-type]
+        if chans is None or shape[0] != chans:
+            raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
+        h, w = shape[1], shape[2]
+        if h * w > _MAX_PIXELS:
+            raise BitstreamError(f"image of {h}x{w} pixels is larger than this decoder accepts")
+        m = self.multiple
+        expected = [-(-h // m) * 4, -(-w // m) * 4]
+        if latent != expected or not isinstance(digest, str):
+            raise BitstreamError(f"latent size {latent!r} does not match the image size {h}x{w}")
+        allowed = {"z", "y"} | ({"alpha"} if mode == "RGBA" else set())
+        if set(c.sections) != allowed:
+            raise BitstreamError(f"unexpected sections {sorted(c.sections)}; expected {sorted(allowed)}")
+        return c, info
+
+    @torch.no_grad()
+    def _latents_one(self, blob: bytes) -> tuple[Tensor, Container, dict[str, Any]]:
+        self._check_ready()
+        c, info = self._open(blob)
+        h, w = info["latent"]
+        device = self.device
+        z_shape = (1, self.N, h // 4, w // 4)
+        z_symbols = self.entropy_bottleneck._decode(
+            c.sections["z"], self.entropy_bottleneck.build_indexes(z_shape, device)).to(device)
+        z_hat = self.entropy_bottleneck.dequantize_symbols(z_symbols)
+        try:
+            indexes, means = self.coding_params(z_hat)
+        except OverflowError as e:
+            raise BitstreamError(f"corrupted hyper-latent: {e}") from None
+        if self._digest(indexes[0], None if means is None else means[0]) != info["digest"]:
+            raise ModelMismatchError(
+                "platform mismatch: the hyperprior's table indexes recomputed here differ from the encoder's "
+                "(different hyper-synthesis weights or arithmetic); refusing to decode into garbage"
+            )
+        y_symbols = self.gaussian_conditional._decode(c.sections["y"], indexes).to(device)
+        y_hat = y_symbols.float() if means is None else y_symbols.float() + means
+        return y_hat[0], c, info
+
+    @torch.no_grad()
+    def latents(self, blob: bytes | list[bytes]) -> Tensor | list[Tensor]:
+        """Quantized latent ``ŷ`` ``(M, h, w)`` of a file by entropy decoding only: ``z``, the
+        integer hyper-synthesis for the tables (and means), then ``y``; no synthesis transform."""
+        if isinstance(blob, (list, tuple)):
+            return [self._latents_one(b)[0] for b in blob]
+        return self._latents_one(blob)[0]
+
+    @torch.no_grad()
+    def decompress(self, blob: bytes | list[bytes]) -> Tensor | list[Tensor]:
+        """``.ncf`` bytes -> image ``(C, H, W)`` in [0, 1] with the encoder input's C, H, W."""
+        if isinstance(blob, (list, tuple)):
+            return [self.decompress(b) for b in blob]  # type: ignore[misc]
+        y_hat, c, info = self._latents_one(blob)
+        chans, h, w = c.shape
+        rgb = crop_to(self.g_s(y_hat.unsqueeze(0)), (h, w))[0].clamp(0, 1)
+        if info["mode"] == "L":
+            return rgb.mean(0, keepdim=True)
+        if info["mode"] == "RGBA":
+            try:
+                raw = zlib.decompressobj().decompress(c.sections["alpha"], h * w + 1)
+            except zlib.error as e:
+                raise BitstreamError(f"corrupted alpha section: {e}") from None
+            if len(raw) != h * w:
+                raise BitstreamError("alpha section has the wrong size")
+            alpha = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(1, h, w).to(rgb.device).float() / 255
+            return torch.cat([rgb, alpha], 0)
+        return rgb

@@ -344,6 +344,30 @@ def test_numpy_and_torch_loops_give_the_same_bytes(monkeypatch):
         rans.decode_with_indexes(fast[2][:-1], idx, *args)
 
 
+@pytest.mark.parametrize("far_apart", [False, True])
+def test_single_item_cpu_path_matches_torch_loops(monkeypatch, far_apart):
+    """One item on CPU takes its own NumPy path (uint32, table gathers, reused buffers): same bytes as torch's."""
+    rng = np.random.default_rng(10)
+    freqs = [_random_freqs(rng, 30), [PROB], _random_freqs(rng, 5, peaked=True)]  # [PROB]: certain bin, no escape
+    cdfs = [_cdf_from_freqs(f) for f in freqs]
+    lengths = [31, 2, 6]
+    offsets = [-(2**30), 5, 2**30] if far_apart else [-15, 0, 3]  # far apart: value-indexed rows
+    n = 7_001  # not a multiple of the lane count: a partial last step
+    idx = torch.from_numpy(rng.integers(0, 3, n))
+    value = torch.from_numpy(rng.integers(0, 4, n))
+    value[idx == 1] = 0
+    value[::50] = torch.from_numpy(rng.integers(-9, 40, len(value[::50])))  # escapes
+    value[(idx == 1)] = 0  # table 1 can code nothing but its one bin
+    sym = (value + torch.tensor(offsets)[idx]).to(torch.int32)
+    args = (cdfs, lengths, offsets)
+    fast = [rans.encode_with_indexes(sym[:m], idx[:m], *args) for m in (1, 2, 999, n)]
+    again = [rans.encode_with_indexes(sym[:m], idx[:m], *args) for m in (1, 2, 999, n)]  # reused buffers
+    monkeypatch.setattr(rans, "CPU_LOOPS", "torch")
+    slow = [rans.encode_with_indexes(sym[:m], idx[:m], *args) for m in (1, 2, 999, n)]
+    assert fast == slow == again
+    assert torch.equal(rans.decode_with_indexes(fast[-1], idx, *args), sym)
+
+
 def test_periodic_low_entropy_stream_round_trips():
     """Mostly near-certain symbols with a costly one every 16th: lane choice and decoder checks agree."""
     n = 200_000

@@ -153,7 +153,16 @@ class CdfTables:
     symbol_base: int = 0
     symbol_columns: int = 0
     _lut: Tensor | None = field(default=None, repr=False)
+    _numpy_encoder: "_NumpyEncoderTables | None" = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def numpy_encoder(self) -> "_NumpyEncoderTables":
+        """Per-(table, symbol) uint32 arrays for the CPU encoder (see :class:`_NumpyEncoderTables`). Built once, cached."""
+        if self._numpy_encoder is None:
+            with self._lock:
+                if self._numpy_encoder is None:
+                    self._numpy_encoder = _NumpyEncoderTables.build(self)
+        return self._numpy_encoder
 
     def decode_lut(self) -> Tensor:
         """int32 ``[(T+1) * 65536]``: slot ``s`` of table ``t`` -> flat bin index. Built once, cached."""
@@ -188,6 +197,84 @@ class CdfTables:
             self.symbol_base,
             self.symbol_columns,
         )
+
+
+@dataclass(eq=False)
+class _NumpyEncoderTables:
+    """The CPU encoder's tables: one entry per (table, column), same columns as the packed rows.
+
+    With ``by_symbol`` the column of a symbol is ``symbol - base`` (clamped to ``[0, columns)``);
+    otherwise it is ``value + 1`` (clamped to ``[0, columns)``) and ``offsets_minus_one`` is
+    needed. One ``take`` per array gives the step loop its operands directly, in the unsigned
+    32-bit form it computes in: ``x_max_minus_one = (freq << 16) - 1`` (a word goes out when
+    ``x > x_max_minus_one``; fits 32 bits even for ``freq == 2**16``), ``freq``,
+    ``comp_freq = 2**16 - freq``, and ``start`` with two flags above bit 20 (escaped, impossible).
+    ``cost16`` is the size of each entry in 1/16 bit (as :func:`_estimate_bits16`).
+    """
+
+    by_symbol: bool
+    base: int
+    columns: int
+    x_max_minus_one: np.ndarray
+    freq: np.ndarray
+    comp_freq: np.ndarray
+    start_flags: np.ndarray
+    cost16: np.ndarray
+    offsets_minus_one: np.ndarray
+    offsets: np.ndarray
+    max_values: np.ndarray
+
+    @classmethod
+    def build(cls, tables: "CdfTables") -> "_NumpyEncoderTables":
+        by_symbol = tables.symbol_packed is not None
+        packed = (tables.symbol_packed if by_symbol else tables.encode_packed).cpu().numpy()
+        freq = (packed >> 17) & 0x1FFFF
+        flags = (packed >> 34) & 3  # bit 0: escaped, bit 1: zero frequency
+        return cls(
+            by_symbol,
+            tables.symbol_base if by_symbol else 0,
+            tables.symbol_columns if by_symbol else tables.bins_per_table + 2,
+            ((freq << WORD_BITS) - 1).clip(0).astype(np.uint32),
+            freq.astype(np.uint32),
+            (PROB_SCALE - freq).astype(np.uint32),
+            ((packed & 0x1FFFF) | (flags << _FLAG_SHIFT)).astype(np.uint32),
+            _COST16.numpy()[freq].astype(np.uint16),
+            tables.offsets_minus_one.cpu().numpy(),
+            tables.offsets.cpu().numpy(),
+            tables.max_values.cpu().numpy(),
+        )
+
+
+_FLAG_SHIFT = 20  # escape flag at bit 20, zero-frequency flag at bit 21 of start_flags
+
+
+class _Scratch(threading.local):
+    """Per-thread reusable work arrays for the CPU encoder.
+
+    Encoding 1e6 symbols needs ~30 MB of temporary arrays; allocated afresh on every call they
+    come back from the OS zeroed, page by page, which costs about as much as the coding itself.
+    Buffers up to ``MAX_BYTES`` each are kept (one per role, per thread) and reused; larger
+    requests are allocated normally. Nothing handed back to the caller points into them.
+    """
+
+    MAX_BYTES = 8 << 20
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def get(self, role: str, count: int, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        need = count * dtype.itemsize
+        if need > self.MAX_BYTES:
+            return np.empty(count, dtype=dtype)
+        buf = self.buffers.get(role)
+        if buf is None or buf.nbytes < need:
+            buf = np.empty(need, dtype=np.uint8)
+            self.buffers[role] = buf
+        return buf[:need].view(dtype)
+
+
+_SCRATCH = _Scratch()
 
 
 def _as_int64_cpu(x, name: str) -> Tensor:
@@ -683,6 +770,129 @@ def _encode_single_numpy(start: np.ndarray, freq: np.ndarray, lanes: int) -> tup
     return x, words & WORD_MASK
 
 
+def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool):
+    """CPU twin of :func:`_prepare_symbols` in the encoder loop's uint32 form.
+
+    Returns ``(start, freq, x_max_minus_one, comp_freq, bits16, raw_escapes)``: one ``take``
+    per operand from the cached per-(table, column) arrays, no int64 per-symbol arrays besides
+    the flat table index.
+    """
+    lo_i, hi_i = int(idx.min()), int(idx.max())
+    num_tables = enc.offsets.size - 1
+    if lo_i < 0 or hi_i >= num_tables:
+        raise ValueError(f"indexes must be in [0, {num_tables}), got range [{lo_i}, {hi_i}]")
+    lo, hi = int(sym.min()), int(sym.max())
+    if check_int32 and (lo < INT32_MIN or hi > INT32_MAX):
+        raise ValueError("symbols must fit in int32")
+    n = sym.size
+    flat = np.multiply(idx, enc.columns, out=_SCRATCH.get("flat", n, np.int64))
+    if enc.by_symbol:
+        if lo >= enc.base and hi < enc.base + enc.columns:  # usual case: no clamping pass
+            flat += sym
+            flat -= enc.base
+        else:
+            flat += np.clip(sym.astype(np.int64) - enc.base, 0, enc.columns - 1)
+    else:
+        col = sym.astype(np.int64) - enc.offsets_minus_one.take(idx)
+        flat += np.clip(col, 0, enc.columns - 1, out=col)
+    start = enc.start_flags.take(flat, out=_SCRATCH.get("start", n, np.uint32))
+    raw = np.zeros(0, dtype=np.int64)
+    if int(start.max()) >= 1 << _FLAG_SHIFT:  # something escaped or impossible
+        flags = start >> _FLAG_SHIFT
+        impossible = np.flatnonzero(flags & 2)
+        if impossible.size:
+            bad = int(impossible[0])
+            raise ValueError(
+                f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
+            )
+        esc_pos = np.flatnonzero(flags)
+        esc_idx = idx.take(esc_pos)
+        v = sym.take(esc_pos).astype(np.int64) - enc.offsets.take(esc_idx)
+        m = enc.max_values.take(esc_idx)
+        raw = np.where(v < 0, -2 * v - 1, 2 * (v - m))
+        start &= (1 << _FLAG_SHIFT) - 1
+    freq = enc.freq.take(flat, out=_SCRATCH.get("freq", n, np.uint32))
+    x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32))
+    comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32))
+    bits16 = int(enc.cost16.take(flat, out=_SCRATCH.get("cost16", n, np.uint16)).sum(dtype=np.int64))
+    return start, freq, x_max_minus_one, comp_freq, bits16, raw
+
+
+def _encode_flat_numpy(
+    start: np.ndarray, freq: np.ndarray, x_max_minus_one: np.ndarray, comp_freq: np.ndarray, lanes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder loop for one item on CPU over the flat symbols (last step partial, no padding).
+
+    Same integer operations as :func:`_encode_lanes` (so the same bytes), arranged for NumPy's
+    per-call overhead: unsigned 32-bit arithmetic (the state stays below ``2**32``), no
+    data-dependent branches (a word goes out by shifting the state by ``16 * emitted`` rather
+    than by a masked shift), and no per-step output: every step writes its new states into its
+    own row of ``states`` and its emission mask into ``emitted``, and the words (the low 16 bits
+    of the state before a step, where that step emitted) are picked out with one ``compress``
+    at the end. Returns the final states (int64) and the words in stream order (step
+    ascending, lane ascending).
+    """
+    n = freq.size
+    full, rest = divmod(n, lanes)
+    steps = full + (rest > 0)
+    states = _SCRATCH.get("states", (steps + 1) * lanes, np.uint32).reshape(steps + 1, lanes)  # row t: before step t
+    emitted = _SCRATCH.get("emitted", steps * lanes, bool).reshape(steps, lanes)
+    emitted[full:] = False
+    states[steps] = STATE_LOWER
+    shift = np.empty(lanes, dtype=np.uint32)
+    q = np.empty(lanes, dtype=np.uint32)
+    x = np.empty(lanes, dtype=np.uint32)
+
+    def step(x_in, out, e_out, xm1, f, cf, st, sh, q, x):
+        e = np.greater(x_in, xm1, out=e_out)  # x >= f << 16: one word out
+        np.left_shift(e, 4, out=sh, casting="unsafe")  # 16 where a word goes out, else 0
+        np.right_shift(x_in, sh, out=x)
+        np.floor_divide(x, f, out=q)  # x' = x + (x // f) * (M - f) + start
+        q *= cf
+        x += q
+        np.add(x, st, out=out)
+
+    if rest:  # the last, partial step: lanes [0, rest); the others keep the initial state
+        at = full * lanes
+        states[full, rest:] = STATE_LOWER
+        step(states[steps, :rest], states[full, :rest], emitted[full, :rest], x_max_minus_one[at:], freq[at:],
+             comp_freq[at:], start[at:], shift[:rest], q[:rest], x[:rest])
+    cut = full * lanes
+    xm1, f, cf, st = (a[:cut].reshape(full, lanes) for a in (x_max_minus_one, freq, comp_freq, start))
+    greater, left_shift, right_shift, floor_divide, add = np.greater, np.left_shift, np.right_shift, np.floor_divide, np.add
+    for t in range(full - 1, -1, -1):  # step() inlined: a Python call per step is measurable here
+        e = greater(states[t + 1], xm1[t], out=emitted[t])
+        left_shift(e, 4, out=shift, casting="unsafe")
+        right_shift(states[t + 1], shift, out=x)
+        floor_divide(x, f[t], out=q)
+        q *= cf[t]
+        x += q
+        add(x, st[t], out=states[t])
+    flat_emitted = emitted.reshape(-1)
+    words = _SCRATCH.get("words", int(np.count_nonzero(flat_emitted)), np.uint32)
+    np.compress(flat_emitted, states[1:].reshape(-1), out=words)
+    return states[0].astype(np.int64), words
+
+
+def _encode_single_cpu(symbols, indexes, tables: CdfTables) -> bytes:
+    """One item on CPU (the NumPy path of :func:`encode_batch`); same bytes as the torch path."""
+    sym = _symbols_tensor(symbols, torch.device("cpu"))
+    idx = _indexes_tensor(indexes, torch.device("cpu"))
+    if sym.numel() != idx.numel():
+        raise ValueError(f"symbols has {sym.numel()} elements but indexes has {idx.numel()}")
+    if sym.numel() == 0:
+        return bytes([FORMAT_TAG]) + _varint(0) + _varint(0)
+    enc = tables.numpy_encoder()
+    start, freq, xm1, comp_freq, bits16, raw = _prepare_symbols_numpy(
+        sym.numpy(), idx.numpy(), enc, _needs_int32_check(symbols)
+    )
+    lanes = lanes_for(freq.size, bits16)
+    escapes = _pack_escapes(torch.from_numpy(raw))
+    x, words = _encode_flat_numpy(start, freq, xm1, comp_freq, lanes)
+    head = bytes([FORMAT_TAG]) + _varint(lanes) + _varint(len(escapes))
+    return head + _pack_states(x) + words.astype("<u2").tobytes() + escapes
+
+
 def _estimate_bits16(freq: Tensor) -> int:
     """Ideal size in 1/16 bit (rounded up per symbol), integer, so it is the same on every device.
 
@@ -728,6 +938,8 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
     first = symbols_list[0]
     device = _working_device(first, cdfs)
     tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
+    if len(symbols_list) == 1 and device.type == "cpu" and CPU_LOOPS == "numpy":
+        return [_encode_single_cpu(symbols_list[0], indexes_list[0], tables)]
     starts, freqs, counts, lanes, escapes = [], [], [], [], []
     for symbols, indexes in zip(symbols_list, indexes_list):
         start, freq, raw, _ = _prepare_symbols(symbols, indexes, tables, device)
@@ -738,11 +950,6 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
         starts.append(start)
         freqs.append(freq)
         escapes.append(_pack_escapes(raw))
-    if len(counts) == 1 and counts[0] and device.type == "cpu" and CPU_LOOPS == "numpy":
-        # One item on CPU: no padded grid, the step loop reads the symbols in place.
-        x, words = _encode_single_numpy(starts[0].numpy(), freqs[0].numpy(), lanes[0])
-        head = bytes([FORMAT_TAG]) + _varint(lanes[0]) + _varint(len(escapes[0]))
-        return [head + _pack_states(x) + words.astype("<u2").tobytes() + escapes[0]]
     position, steps, total_lanes = _layout(counts, lanes, device)
     # Padding cells (short items, last partial step) code the "everything" bin: an exact no-op.
     grid_start = torch.zeros(steps * total_lanes, dtype=torch.int64, device=device)

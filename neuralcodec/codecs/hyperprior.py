@@ -31,7 +31,8 @@ decoder recomputes them, compares before decoding ``y``, and raises
 
 Bitstream (one ``.ncf`` container per image): sections ``z`` and ``y`` (rANS streams) and
 ``alpha`` (zlib of the 8-bit alpha plane, RGBA only); header metadata ``hyperprior``:
-mode (``L``/``RGB``/``RGBA``), latent size ``[h/16, w/16]`` and the index digest.
+mode (``L``/``RGB``/``RGBA``), latent size (``4 * ceil(H/64)``, ``4 * ceil(W/64)``) and the
+index digest.
 Images of any size are padded (reflect) to a multiple of 64 and cropped back.
 
 >>> import torch
@@ -39,7 +40,7 @@ Images of any size are padded (reflect) to a multiple of 64 and cropped back.
 >>> model.update()
 >>> blob = model.compress(torch.rand(3, 20, 30))
 >>> model.decompress(blob).shape, model.latents(blob).shape
-(torch.Size([3, 20, 30]), torch.Size([24, 2, 2]))
+(torch.Size([3, 20, 30]), torch.Size([24, 4, 4]))
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class FixedPointSynthesis(nn.Module):
         self.weight_bits = int(weight_bits)
         self.act_bits = int(act_bits)
 
-    def _apply(self, conv: nn.Module, a: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    def _conv_op(self, conv: nn.Module, a: Tensor, w: Tensor, b: Tensor) -> Tensor:
         if isinstance(conv, nn.ConvTranspose2d):
             return F.conv_transpose2d(a, w, b, conv.stride, conv.padding, conv.output_padding)
         return F.conv2d(a, w, b, conv.stride, conv.padding)
@@ -152,7 +153,7 @@ class FixedPointSynthesis(nn.Module):
         for i, conv in enumerate(self.convs):
             w = rnd(conv.weight * sw) / sw
             b = rnd(conv.bias * (sa * sw)) / sw
-            a = flo(self._apply(conv, a, w, b))
+            a = flo(self._conv_op(conv, a, w, b))
             a = self._activate(a, i == len(self.convs) - 1, flo)
         return a / sa
 
@@ -180,7 +181,7 @@ class FixedPointSynthesis(nn.Module):
         # (im2col + GEMM) is products and sums only.
         with torch.backends.cudnn.flags(enabled=False):
             for i, (conv, (w, b)) in enumerate(zip(self.convs, self.integer_weights())):
-                acc = self._apply(conv, a, w.to(a.device), b.to(a.device))
+                acc = self._conv_op(conv, a, w.to(a.device), b.to(a.device))
                 if acc.numel() and float(acc.abs().max()) >= _EXACT_LIMIT:
                     raise OverflowError("fixed-point hyper-synthesis overflow (input out of the trained range)")
                 acc = torch.round(acc)  # a no-op for exact arithmetic, a guard otherwise

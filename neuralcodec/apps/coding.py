@@ -124,7 +124,9 @@ class _Models:
             except NeuralCodecError as e:
                 self._cache[name] = e
             except Exception as e:  # noqa: BLE001 - a broken model file: a clear error, not a traceback
-                self._cache[name] = NeuralCodecError(f"cannot load model {name!r}: {type(e).__name__}: {e}")
+                text = " ".join(str(e).split())  # torch's state-dict errors run to pages: keep the start
+                text = text if len(text) <= 300 else text[:300] + " ..."
+                self._cache[name] = NeuralCodecError(f"cannot load model {name!r}: {type(e).__name__}: {text}")
         entry = self._cache[name]
         if isinstance(entry, BaseException):
             raise entry

@@ -47,6 +47,9 @@ cli.add_command(info_command)
 from .bench import bench as bench_group  # noqa: E402  (codec bench rd | speed)
 
 cli.add_command(bench_group)
+from .train import train_command  # noqa: E402  (codec train)
+
+cli.add_command(train_command)
 
 
 def main(argv: list[str] | None = None) -> int:

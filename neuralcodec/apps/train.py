@@ -1,0 +1,380 @@
+"""Training loop of the learned codecs, and the ``codec train`` command.
+
+``codec train walloc-image --data ../shared/data/images/train --out runs/walloc-image-16x``
+trains a WaLLoC image codec on random crops: loss ``lmbda * 255**2 * MSE + bits per pixel``,
+AdamW, a progress bar, a CSV log (``log.csv``), resumable checkpoints (model and optimizer
+state in safetensors, step and RNG state in JSON; no pickle) and, at the end, the exported
+model (``<out>/<name>.safetensors`` + ``.json`` model card) that :func:`neuralcodec.load` reads.
+
+Also callable from Python:
+
+>>> from neuralcodec.apps.train import TrainConfig
+>>> TrainConfig(data="imgs", out="runs/x", steps=10).lmbda
+0.015
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS"]
+
+# Preset name -> (registry architecture, constructor config, default exported model name).
+ARCHITECTURE_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "walloc-image": ("walloc", {"latent_channels": 12, "levels": 3}, "walloc-image-16x"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in the checkpoint and the model card)."""
+
+    data: str
+    out: str
+    preset: str = "walloc-image"
+    name: str | None = None
+    steps: int = 5000
+    batch_size: int = 16
+    crop: int = 128
+    lr: float = 2e-4
+    entropy_lr_mult: float = 5.0
+    lmbda: float = 0.015
+    seed: int = 0
+    threads: int | None = None
+    min_downscale: float = 2.0
+    decay_at: float = 0.85  # fraction of the steps after which the learning rate is divided by 10
+    pca_crops: int = 512
+    # Second phase: the entropy model alone on the frozen integer latents (exact code lengths).
+    entropy_steps: int = 1500
+    entropy_lr: float = 2e-3
+    entropy_batch: int = 16
+    entropy_crop: int = 256
+    entropy_pool: int = 3000
+    reset_entropy: bool = False  # re-initialise the entropy model before the second phase
+    init_from: str | None = None  # start from an exported model (.json) instead of PCA
+    log_every: int = 25
+    checkpoint_every: int = 250
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, writer) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors (for safetensors) + JSON-able rest."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in info["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state().tolist()}
+
+
+def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * (0.1 if step >= cfg.decay_at * cfg.steps else 1.0)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str | None = None) -> Path:
+    """Run (or resume) a training run; returns the path of the exported model (no suffix)."""
+    from ..codecs.registry import build, save
+    from ..datasets.images import ImageCropDataset
+
+    if cfg.preset not in ARCHITECTURE_PRESETS:
+        raise click.BadParameter(f"unknown model preset {cfg.preset!r}; known: {', '.join(ARCHITECTURE_PRESETS)}")
+    arch, base_config, default_name = ARCHITECTURE_PRESETS[cfg.preset]
+    name = cfg.name or default_name
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t_load = time.time()
+    data = ImageCropDataset(cfg.data, crop=cfg.crop, min_downscale=cfg.min_downscale)
+    print(f"data: {len(data)} images, {data.pixels / 1e6:.1f} MP after downscaling ({time.time() - t_load:.0f} s)",
+          file=sys.stderr)
+    model = build(arch, {**base_config, **cfg.model_config})
+    model.name = name
+    entropy_params = [p for n, p in model.named_parameters() if n.startswith("entropy.")]
+    other_params = [p for n, p in model.named_parameters() if not n.startswith("entropy.")]
+    opt = torch.optim.AdamW(
+        [{"params": other_params, "lr_mult": 1.0}, {"params": entropy_params, "lr_mult": cfg.entropy_lr_mult}],
+        lr=cfg.lr, weight_decay=0.0,
+    )
+
+    step, elapsed = 0, 0.0
+    if resume and ckpt_path.is_file() and state_path.is_file():
+        tensors = load_file(str(ckpt_path))
+        info = json.loads(state_path.read_text())
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        _load_optimizer(opt, tensors, info["optimizer"])
+        _set_rng_state(rng, info["rng"])
+        step, elapsed = int(info["step"]), float(info["elapsed_s"])
+        print(f"resumed at step {step}", file=sys.stderr)
+    elif cfg.init_from:
+        from ..codecs.registry import load as load_model
+
+        from ..codecs.registry import read_card
+
+        card_path = Path(cfg.init_from)
+        read_card(card_path)  # a clear error if it is not a model card
+        state = load_file(str(card_path.with_suffix(".safetensors")))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            # A different entropy model (e.g. an earlier version): keep the rest, start it fresh.
+            state = {k: v for k, v in state.items() if not k.startswith("entropy.")}
+            result = model.load_state_dict(state, strict=False)
+            bad = [k for k in result.missing_keys + result.unexpected_keys if not k.startswith("entropy.")]
+            if bad:
+                raise click.ClickException(f"{cfg.init_from} does not match this model: {bad[:5]}")
+            print("initialised all but the entropy model (it differs); the entropy model starts fresh",
+                  file=sys.stderr)
+        print(f"initialised from {cfg.init_from}", file=sys.stderr)
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
+    else:
+        if hasattr(model, "init_from_data") and cfg.pca_crops > 0:
+            variances = model.init_from_data(data.sample(cfg.pca_crops, rng))
+            kept = float(variances[: model.latent_channels].sum() / variances.sum())
+            print(f"PCA init: {kept:.4f} of the wavelet-domain energy kept", file=sys.stderr)
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
+
+    def checkpoint() -> None:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        opt_tensors, opt_info = _optimizer_tensors(opt)
+        tensors.update(opt_tensors)
+        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
+        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": opt_info,
+                "config": asdict(cfg)}
+        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+
+    model.train()
+    recent: list[tuple[float, float, float]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
+    log_f = open(log_path, "a", newline="")
+    log = csv.writer(log_f)
+    try:
+        while step < cfg.steps:
+            t0 = time.time()
+            lr = _lr_at(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            x = data.sample(cfg.batch_size, rng)
+            out_ = model(x)
+            mse = torch.mean((out_["x_hat"] - x) ** 2)
+            pixels = x.shape[0] * x.shape[2] * x.shape[3]
+            bpp = sum(-torch.log2(l).sum() for l in out_["likelihoods"].values()) / pixels
+            loss = cfg.lmbda * 255**2 * mse + bpp
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            elapsed += time.time() - t0
+            recent.append((float(loss), float(mse), float(bpp)))
+            recent = recent[-200:]
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                m = float(np.mean([r[1] for r in recent[-cfg.log_every:]]))
+                b = float(np.mean([r[2] for r in recent[-cfg.log_every:]]))
+                l_ = float(np.mean([r[0] for r in recent[-cfg.log_every:]]))
+                log.writerow([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}", lr, f"{elapsed:.1f}"])
+                log_f.flush()
+                if bar is not None:
+                    bar.set_postfix(psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+    finally:
+        log_f.close()
+        if bar is not None:
+            bar.close()
+
+    entropy_info = None
+    if cfg.entropy_steps > 0 and hasattr(model, "entropy"):
+        t_ent = time.time()
+        entropy_info = fit_entropy_model(model, data, cfg, rng, progress=progress)
+        entropy_info["wall_time_s"] = round(time.time() - t_ent, 1)
+        elapsed += entropy_info["wall_time_s"]
+    model.eval()
+    if hasattr(model, "update"):
+        model.update()
+    tail = recent[-200:]
+    mse_tail = float(np.mean([r[1] for r in tail])) if tail else float("nan")
+    card = {
+        "description": "WaLLoC image codec (wavelet packet + linear encoder + context entropy model + CNN decoder)",
+        "training": {
+            "command": command or "neuralcodec.apps.train.train(...)",
+            "data": str(cfg.data),
+            "data_images": len(data),
+            "data_megapixels_after_downscale": round(data.pixels / 1e6, 2),
+            "steps": step,
+            "batch_size": cfg.batch_size,
+            "crop": cfg.crop,
+            "lr": cfg.lr,
+            "lmbda": cfg.lmbda,
+            "seed": cfg.seed,
+            "init_from": cfg.init_from,
+            "entropy_phase": entropy_info,
+            "wall_time_s": round(elapsed, 1),
+            "threads": torch.get_num_threads(),
+            "device": "cpu",
+            "final_train_metrics_last_200_steps": {
+                "mse": mse_tail,
+                "psnr": -10 * math.log10(mse_tail) if tail else None,
+                "bpp": float(np.mean([r[2] for r in tail])) if tail else None,
+                "loss": float(np.mean([r[0] for r in tail])) if tail else None,
+            },
+        },
+    }
+    path = save(model, out / name, card)
+    print(f"exported {path}.safetensors / .json", file=sys.stderr)
+    return path
+
+
+def fit_entropy_model(model: torch.nn.Module, data: Any, cfg: TrainConfig, rng: np.random.Generator,
+                      progress: bool = True) -> dict[str, Any]:
+    """Train only ``model.entropy`` on the frozen integer latents of random crops.
+
+    The latents are computed once for a pool of ``entropy_pool`` crops (int8 in memory); the
+    loss is the exact code length (bits) of those integers under the model, as coded.
+    Returns a summary (steps, final bits per latent) for the model card.
+    """
+    if cfg.reset_entropy:
+        e = model.entropy
+        fresh = type(e)(e.nd, e.channels, e.levels, e.hidden, e.splits)
+        model.entropy.load_state_dict(fresh.state_dict())
+    model.eval()
+    pool = []
+    with torch.no_grad():
+        for start in range(0, cfg.entropy_pool, 64):
+            x = data.sample(min(64, cfg.entropy_pool - start), rng, crop=cfg.entropy_crop)
+            pool.append(model.quantized_latents(x).to(torch.int8))
+    latents = torch.cat(pool)
+    params = list(model.entropy.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.entropy_lr)
+    model.entropy.train()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.entropy_steps, desc="entropy", dynamic_ncols=True)
+    history: list[float] = []
+    for step in range(cfg.entropy_steps):
+        lr = cfg.entropy_lr * (0.1 if step >= 0.8 * cfg.entropy_steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.from_numpy(rng.integers(0, len(latents), cfg.entropy_batch))
+        q = latents[idx].float()
+        bits = -torch.log2(model.entropy(q, q)).sum() / q.numel()
+        opt.zero_grad(set_to_none=True)
+        bits.backward()
+        opt.step()
+        history.append(float(bits.detach()))
+        if bar is not None:
+            bar.update(1)
+            if step % 25 == 0:
+                bar.set_postfix(bits_per_latent=f"{np.mean(history[-25:]):.3f}")
+    if bar is not None:
+        bar.close()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return {"steps": cfg.entropy_steps, "lr": cfg.entropy_lr, "batch": cfg.entropy_batch, "crop": cfg.entropy_crop,
+            "pool_crops": cfg.entropy_pool, "reset": cfg.reset_entropy,
+            "final_bits_per_latent_last_100_steps": float(np.mean(history[-100:])) if history else None}
+
+
+@click.command("train")
+@click.argument("preset", type=click.Choice(sorted(ARCHITECTURE_PRESETS)))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, log, export).")
+@click.option("--name", default=None, help="Exported model name (default: the preset's, e.g. walloc-image-16x).")
+@click.option("--steps", default=5000, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--crop", default=128, show_default=True, type=int)
+@click.option("--lr", default=2e-4, show_default=True, type=float)
+@click.option("--lmbda", default=0.015, show_default=True, type=float, help="Distortion weight: lmbda*255^2*MSE + bpp.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=int, help="CPU threads (default: all cores).")
+@click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
+@click.option("--latent-channels", default=None, type=int, help="Override the preset's latent channels.")
+@click.option("--entropy-steps", default=1500, show_default=True, type=int,
+              help="Second phase: steps of the entropy model alone on the frozen latents.")
+@click.option("--entropy-lr", default=2e-3, show_default=True, type=float)
+@click.option("--reset-entropy", is_flag=True, help="Re-initialise the entropy model before the second phase.")
+@click.option("--init-from", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Start from an exported model card (.json) instead of the PCA initialisation.")
+def train_command(preset: str, data: str, out: str, name: str | None, steps: int, batch_size: int, crop: int,
+                  lr: float, lmbda: float, seed: int, threads: int | None, resume: bool,
+                  latent_channels: int | None, entropy_steps: int, entropy_lr: float, reset_entropy: bool,
+                  init_from: str | None) -> None:
+    """Train a codec on random crops of a folder of images and export it with a model card.
+
+    \b
+    Example:
+      codec train walloc-image --data ../shared/data/images/train \\
+          --out runs/walloc-image-16x --steps 6000 --lmbda 0.015
+    """
+    model_config = {"latent_channels": latent_channels} if latent_channels else {}
+    cfg = TrainConfig(data=data, out=out, preset=preset, name=name, steps=steps, batch_size=batch_size, crop=crop,
+                      lr=lr, lmbda=lmbda, seed=seed, threads=threads, model_config=model_config,
+                      entropy_steps=entropy_steps, entropy_lr=entropy_lr, reset_entropy=reset_entropy,
+                      init_from=init_from)
+    command = "codec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    path = train(cfg, resume=resume, command=command)
+    click.echo(f"{path}.safetensors")

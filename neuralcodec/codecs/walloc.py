@@ -1,0 +1,714 @@
+"""WaLLoC: wavelet learned lossy compression (Jacobellis & Yadwadkar, 2024), our version.
+
+Pipeline (2D images here; the layers take any number of spatial axes so audio (1D) and
+video (3D) reuse them)::
+
+    x in [0, 1] ─ -0.5 ─ WPT (bior4.4, J levels) ─ 1×1 linear (PCA init) ─ × gain ─ compander
+       ─ round ─▶ integer latent q  (C_lat channels at 1/2^J resolution, |q| <= 127)
+    q ─▶ hierarchical context model (Gaussian, mean + scale) ─▶ rANS ─▶ .ncf sections
+    q ─ inverse compander ─ / gain ─ linear inverse + residual conv net ─ IWPT ─ +0.5 ─▶ x̂
+
+* **Encoder**: one linear map of the wavelet packet coefficients, so latents are cheap to
+  compute and keep a meaning (the first channel is a colour low-pass image), which is what
+  compressed-domain learning wants. It starts as the PCA of training coefficients
+  (:meth:`WaLLoC.init_from_data`).
+* **Gain and compander**: a learnable per-channel gain sets the quantization step (the rate
+  term of the loss trades it against distortion); a soft clip ``L·tanh(v/L)`` with ``L=127``
+  keeps every latent inside 8 bits while staying almost linear where the values are.
+* **Entropy model** (:class:`HierarchicalContextModel`): a factorized per-channel Gaussian
+  for a coarse lattice (every ``2**levels``-th latent along each axis), then each finer
+  lattice is coded in two or more groups (the quincunx centres, then the edges in 2D), every
+  group conditioned on everything decoded before it through a small dilated conv net that
+  predicts a mean and a scale per latent. Within a group the channels are coded in chunks
+  (the first, high-variance channels first), each chunk also conditioned on the earlier chunks
+  at the same positions. Each (group, chunk) stage is one rANS stream, so decoding is a few
+  tensor passes, not a raster scan. Symbols are ``q - round(mean)``, coded with a
+  discretized Gaussian table chosen by scale and by the rounded-away fraction of the mean.
+* **Decoder**: the exact linear inverse of the encoder plus a residual convolutional net at
+  latent resolution (zero-initialised last layer, so training starts from the linear
+  codec); no attention, no normalization over the batch or the image, so any size and any
+  tile decode the same way.
+
+Bitstream (one ``.ncf`` container per image): sections ``g0``, ``g1``, ... (one rANS stream
+per coding stage), ``alpha`` (zlib of the 8-bit alpha plane, RGBA only). The header metadata
+holds the caller's metadata plus ``walloc``: mode (``L``/``RGB``/``RGBA``), latent size and a
+hash of the table indexes the encoder used (the decoder checks it, so a platform difference
+in the context net is reported, never decoded into garbage).
+
+>>> import torch
+>>> model = WaLLoC(latent_channels=4, levels=2, decoder_channels=16, decoder_blocks=1).eval()
+>>> blob = model.compress(torch.rand(3, 20, 30))
+>>> model.decompress(blob).shape
+torch.Size([3, 20, 30])
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..entropy import Container
+from ..entropy import rans
+from ..entropy.tables import default_scale_table, tables_from_pmfs, tensor_hash
+from ..errors import BitstreamError, ModelMismatchError
+from ..transforms import IWPT, WPT, crop_to, pad_to_multiple
+from .base import Codec
+from .registry import register_architecture
+
+__all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "LatentDecoder"]
+
+LATENT_LIMIT = 127.0  # latents stay in int8 range (and in an 8-bit mosaic for comparisons)
+_LIKELIHOOD_BOUND = 1e-9
+_MEAN_BINS = 4  # fractional-mean bins of the coding tables
+_MAX_PIXELS = 1 << 28  # largest image we agree to decode (about 268 MP)
+
+
+def _conv(nd: int, *args: Any, **kwargs: Any) -> nn.Module:
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1](*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compander
+# ----------------------------------------------------------------------------------------------
+
+
+class SoftClipCompander(nn.Module):
+    """``v -> L·tanh(v/L)``: near-linear for small values, bounded by ``±L`` (8-bit latents).
+
+    >>> c = SoftClipCompander(127.0)
+    >>> v = torch.tensor([-500.0, 0.0, 10.0])
+    >>> bool(c(v).abs().max() < 127) and bool((c.inverse(c(v))[1:] - v[1:]).abs().max() < 1e-3)
+    True
+    """
+
+    def __init__(self, limit: float = LATENT_LIMIT) -> None:
+        super().__init__()
+        self.limit = float(limit)
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.limit * torch.tanh(v / self.limit)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        # Clamp inside the open interval so the extreme integers (±127) stay finite.
+        return self.limit * torch.atanh((y / self.limit).clamp(-0.9999, 0.9999))
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoder
+# ----------------------------------------------------------------------------------------------
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, nd: int, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(nd, channels, channels, 3, padding=1)
+        self.conv2 = _conv(nd, channels, channels, 3, padding=1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.conv2(F.gelu(self.conv1(F.gelu(h))))
+
+
+class LatentDecoder(nn.Module):
+    """Latent (orthonormal units) -> wavelet packet coefficients: linear inverse + residual CNN.
+
+    The residual's last layer starts at zero, so an untrained decoder is the linear inverse.
+
+    >>> d = LatentDecoder(2, 12, 192, channels=32, blocks=1)
+    >>> d(torch.zeros(1, 12, 4, 4)).shape
+    torch.Size([1, 192, 4, 4])
+    """
+
+    def __init__(self, nd: int, latent_channels: int, out_channels: int, channels: int = 128, blocks: int = 3) -> None:
+        super().__init__()
+        self.linear = _conv(nd, latent_channels, out_channels, 1, bias=False)
+        self.head = _conv(nd, latent_channels, channels, 3, padding=1)
+        self.blocks = nn.Sequential(*[_ResBlock(nd, channels) for _ in range(blocks)])
+        self.tail = _conv(nd, channels, out_channels, 1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.linear(z) + self.tail(F.gelu(self.blocks(self.head(z))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Entropy model
+# ----------------------------------------------------------------------------------------------
+
+
+def coding_groups(shape: Sequence[int], levels: int, device: torch.device | str = "cpu") -> list[tuple[Tensor, int]]:
+    """The coding order of a latent of spatial ``shape``: a list of ``(mask, dilation)``.
+
+    Group 0 is the coarse lattice (every coordinate a multiple of ``2**levels``, dilation 0).
+    Then, for each finer lattice of step ``d = 2**(s-1)``, ``s = levels..1``, the new points
+    (every coordinate a multiple of ``d``, not all of ``2d``) are split by how many of their
+    coordinates are odd multiples of ``d``, most first (2D: quincunx centres, then edges).
+
+    >>> [int(m.sum()) for m, _ in coding_groups((4, 4), 2)]
+    [1, 1, 2, 4, 8]
+    """
+    nd = len(shape)
+    coords = torch.meshgrid(*[torch.arange(n, device=device) for n in shape], indexing="ij")
+    step = 1 << levels
+    groups = [(torch.stack([c % step == 0 for c in coords]).all(0), 0)]
+    for s in range(levels, 0, -1):
+        d = 1 << (s - 1)
+        on_lattice = torch.stack([c % d == 0 for c in coords]).all(0)
+        odd = torch.stack([(c % (2 * d)) == d for c in coords]).sum(0)
+        for k in range(nd, 0, -1):
+            groups.append((on_lattice & (odd == k), d))
+    return groups
+
+
+def _neighbour_average(values: Tensor, known: Tensor, dilation: int) -> Tensor:
+    """Mean of the known neighbours (3^nd window, dilated, centre excluded) of every element.
+
+    A fixed interpolation whatever the group geometry or the border; 0 where no neighbour is
+    known. ``values`` is ``(B, C, *S)`` (already zero where unknown), ``known`` is ``(*S)``.
+    """
+    nd = values.dim() - 2
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    kernel = torch.ones((1, 1) + (3,) * nd, dtype=values.dtype, device=values.device)
+    kernel[(0, 0) + (1,) * nd] = 0
+    c = values.shape[1]
+    num = conv(values, kernel.expand(c, *kernel.shape[1:]), padding=dilation, dilation=dilation, groups=c)
+    den = conv(known.to(values.dtype)[None, None], kernel, padding=dilation, dilation=dilation)
+    return num / den.clamp_min(1.0)
+
+
+class _GroupNet(nn.Module):
+    """Mean and scale of one channel chunk of one coding group from what is decoded before it.
+
+    Inputs: the latents of the earlier groups (all channels) and, at the group's own
+    positions, the chunks of this group decoded before this one. The mean is the average of
+    the chunk's known neighbours plus a learned correction; the net sees the known
+    neighbours relative to their average (dilated convs at the group's step).
+    """
+
+    def __init__(self, nd: int, channels: int, chunk: tuple[int, int], hidden: int, dilation: int) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.chunk = chunk
+        prior = chunk[0]
+        self.conv1 = _conv(nd, channels, hidden, 3, padding=dilation, dilation=dilation)
+        self.conv_prior = _conv(nd, prior, hidden, 3, padding=dilation, dilation=dilation) if prior else None
+        self.conv2 = _conv(nd, hidden, hidden, 3, padding=dilation, dilation=dilation)
+        width = chunk[1] - chunk[0]
+        self.out = _conv(nd, hidden, 2 * width, 1)
+        with torch.no_grad():  # start: mean = neighbour average, scale = softplus(1) ~ 1.3
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+            self.out.bias[width:] = 1.0
+
+    def forward(self, values: Tensor, known: Tensor, current: Tensor | None, positions: Tensor) -> tuple[Tensor, Tensor]:
+        d = self.dilation
+        if d > 1:
+            # Everything this stage reads or writes lies on the lattice of step d, so the
+            # dilated convs equal plain convs on that sub-lattice: same result, d^nd less work.
+            sub = (slice(None), slice(None)) + (slice(None, None, d),) * (values.dim() - 2)
+            mean_s, scale_s = self._run(values[sub], known[sub[2:]], None if current is None else current[sub],
+                                        positions[sub[2:]], 1)
+            mean = values.new_zeros((values.shape[0], mean_s.shape[1], *values.shape[2:]))
+            scale = torch.zeros_like(mean)
+            mean[sub], scale[sub] = mean_s, scale_s
+            return mean, scale
+        return self._run(values, known, current, positions, 1)
+
+    def _run(self, values: Tensor, known: Tensor, current: Tensor | None, positions: Tensor, d: int
+             ) -> tuple[Tensor, Tensor]:
+        nd = values.dim() - 2
+        conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+
+        def apply(layer: nn.Module, x: Tensor) -> Tensor:
+            pad = d * (layer.kernel_size[0] // 2)
+            return conv(x, layer.weight, layer.bias, padding=pad, dilation=d)
+
+        a, b = self.chunk
+        base = _neighbour_average(values, known, d)
+        detail = (values - base) * known
+        h = apply(self.conv1, detail)
+        if self.conv_prior is not None and current is not None:
+            # earlier chunks at this group's positions, relative to their neighbour average
+            h = h + apply(self.conv_prior, (current - base[:, :a]) * positions)
+        h = apply(self.out, F.gelu(apply(self.conv2, F.gelu(h))))
+        mean, scale = h.chunk(2, dim=1)
+        return base[:, a:b] + mean, scale
+
+
+class HierarchicalContextModel(nn.Module):
+    """Entropy model of integer latents: coarse lattice, then finer lattices in groups.
+
+    ``forward(y_noisy, y_context)`` gives the likelihood of every element of ``y_noisy``
+    under the model when the context (the already-decoded latents) is ``y_context`` (the
+    rounded latent during training, as at inference). ``compress``/``decompress`` code an
+    integer latent group by group with :mod:`neuralcodec.entropy.rans`.
+
+    >>> m = HierarchicalContextModel(2, 4, levels=2, hidden=8).eval()
+    >>> q = torch.randint(-5, 6, (2, 4, 6, 7)).float()
+    >>> streams, digest = m.compress(q)
+    >>> torch.equal(m.decompress(streams, (6, 7), digest), q)
+    True
+    """
+
+    def __init__(self, nd: int, channels: int, levels: int = 3, hidden: int = 64, splits: Sequence[int] | None = None,
+                 scale_min: float = 0.11, scale_max: float = 64.0, num_scales: int = 48) -> None:
+        super().__init__()
+        self.nd, self.channels, self.levels, self.hidden = nd, channels, levels, hidden
+        if splits is None:  # default: three chunks, small first (the high-variance channels)
+            splits = sorted({c for c in (channels // 6, channels // 2) if 0 < c < channels})
+        bounds = [0, *splits, channels]
+        if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
+            raise ValueError(f"bad channel splits {splits} for {channels} channels")
+        self.splits = list(splits)
+        self.chunks = list(zip(bounds[:-1], bounds[1:]))
+        self.base_mean = nn.Parameter(torch.zeros(channels))
+        self.base_log_scale = nn.Parameter(torch.full((channels,), math.log(8.0)))
+        dilations = [d if d else 1 << levels for _, d in coding_groups((1,) * nd, levels)]
+        # One net per (group, chunk) stage, except the first chunk of the coarse lattice.
+        self.nets = nn.ModuleList([
+            _GroupNet(nd, channels, chunk, hidden, d)
+            for g, d in enumerate(dilations) for c, chunk in enumerate(self.chunks) if (g, c) != (0, 0)
+        ])
+        self.scale_min = float(scale_min)
+        self.register_buffer("scale_table", torch.exp(torch.linspace(math.log(scale_min), math.log(scale_max), num_scales)))
+        # Integer tables: built by update(), saved with the weights (resized on load).
+        self.register_buffer("_cdfs", torch.zeros(0, dtype=torch.int32))
+        self.register_buffer("_cdf_lengths", torch.zeros(0, dtype=torch.int32))
+        self.register_buffer("_offsets", torch.zeros(0, dtype=torch.int32))
+        self._prepared: Any = None
+        # The tables depend only on the fixed scale table, so a fresh model can code at once.
+        self.update()
+
+    # -- parameters of every element ----------------------------------------------------
+    def _scale(self, raw: Tensor) -> Tensor:
+        return F.softplus(raw).clamp_min(self.scale_min)
+
+    def stages(self, shape: Sequence[int], device: torch.device | str = "cpu") -> list[tuple[Tensor, Tensor, tuple[int, int]]]:
+        """Coding stages of a latent of spatial ``shape``: ``(positions, known_before, chunk)``.
+
+        Stages run over the spatial groups of :func:`coding_groups`, and within each group
+        over the channel chunks; ``known_before`` marks the positions of earlier groups.
+        """
+        groups = coding_groups(tuple(shape), self.levels, device)
+        out = []
+        known = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
+        for mask, _ in groups:
+            for chunk in self.chunks:
+                out.append((mask, known.clone(), chunk))
+            known |= mask
+        return out
+
+    def params(self, context: Tensor, stage: int, stages: list[tuple[Tensor, Tensor, tuple[int, int]]]
+               ) -> tuple[Tensor, Tensor]:
+        """Mean and scale (``(B, chunk, *S)``) of stage ``stage`` given the latent ``context``.
+
+        Only the elements decoded before the stage are read (earlier groups; earlier chunks
+        of the same group at its positions).
+        """
+        mask, known, (a, b) = stages[stage]
+        shape = (context.shape[0], b - a, *context.shape[2:])
+        if stage == 0:
+            view = (1, -1) + (1,) * self.nd
+            mean = self.base_mean[a:b].view(view).expand(shape)
+            scale = self._scale(self.base_log_scale[a:b].exp()).view(view).expand(shape)
+            return mean, scale
+        current = context[:, :a] if a else None
+        mean, raw = self.nets[stage - 1](context * known, known, current, mask)
+        return mean, self._scale(raw)
+
+    def forward(self, y_noisy: Tensor, y_context: Tensor) -> Tensor:
+        stages = self.stages(y_noisy.shape[2:], y_noisy.device)
+        mean = torch.zeros_like(y_noisy)
+        scale = torch.ones_like(y_noisy)
+        for i, (mask, _, (a, b)) in enumerate(stages):
+            if not bool(mask.any()):
+                continue
+            m, s = self.params(y_context, i, stages)
+            mean[:, a:b] = torch.where(mask, m, mean[:, a:b])
+            scale[:, a:b] = torch.where(mask, s, scale[:, a:b])
+        return gaussian_likelihood(y_noisy, mean, scale)
+
+    # -- integer tables ------------------------------------------------------------------
+    def update(self, force: bool = True) -> None:
+        """Build the integer coding tables (float64): one per (scale, mean fraction) pair."""
+        scales = self.scale_table.detach().cpu().double()
+        centres = (torch.arange(_MEAN_BINS, dtype=torch.float64) + 0.5) / _MEAN_BINS - 0.5
+        halves = torch.ceil(scales * 6.5).long() + 1  # ±6.5 sigma; the rest escapes exactly
+        v = torch.arange(-int(halves.max()), int(halves.max()) + 1, dtype=torch.float64)
+        k = 2.0**-0.5
+        # (scales, centres, values); erfc keeps both tails accurate.
+        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
+        half_bin = 0.5 / scales[:, None, None]
+        pmf = torch.where(
+            u > 0,
+            0.5 * torch.erfc((u - half_bin) * k) - 0.5 * torch.erfc((u + half_bin) * k),
+            0.5 * torch.erfc(-(u + half_bin) * k) - 0.5 * torch.erfc(-(u - half_bin) * k),
+        )
+        pmfs, offsets = [], []
+        centre_index = int(halves.max())
+        for i, h in enumerate(halves.tolist()):
+            for j in range(_MEAN_BINS):
+                pmfs.append(pmf[i, j, centre_index - h : centre_index + h + 1])
+                offsets.append(-h)
+        cdfs, lengths, offs = tables_from_pmfs(pmfs, offsets)
+        self._cdfs, self._cdf_lengths, self._offsets = cdfs, lengths, offs
+        self._prepared = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:
+        for name in ("_cdfs", "_cdf_lengths", "_offsets"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key]))
+        self._prepared = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _tables(self) -> Any:
+        if self._cdfs.numel() == 0:
+            raise RuntimeError("entropy tables are not built: call update() (or load trained weights)")
+        if self._prepared is None:
+            self._prepared = rans.prepare_tables(self._cdfs, self._cdf_lengths, self._offsets, device="cpu")
+        return self._prepared
+
+    def _indexes(self, mean: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+        """Table index and integer centre of every element (identical at both ends)."""
+        centre = torch.round(mean)
+        frac = mean - centre
+        fbin = torch.clamp(torch.floor((frac + 0.5) * _MEAN_BINS), 0, _MEAN_BINS - 1).long()
+        table = self.scale_table.to(scale.device)
+        sidx = torch.searchsorted(table, scale.contiguous()).clamp_max(len(table) - 1)
+        return sidx * _MEAN_BINS + fbin, centre.long()
+
+    # -- coding --------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, q: Tensor) -> tuple[list[list[bytes]], list[str]]:
+        """Code an integer-valued ``(B, C, *S)`` latent: per item, one stream per stage.
+
+        Returns ``(streams, digests)``: ``streams[b][stage]`` and a hash per item of the table
+        indexes used (the decoder recomputes them and compares).
+        """
+        tables = self._tables()
+        stages = self.stages(q.shape[2:], q.device)
+        streams: list[list[bytes]] = [[] for _ in range(q.shape[0])]
+        digests: list[list[Tensor]] = [[] for _ in range(q.shape[0])]
+        for i, (mask, _, (a, b)) in enumerate(stages):
+            mean, scale = self.params(q, i, stages)
+            sel = lambda t: t[(slice(None), slice(None)) + (mask,)]  # noqa: E731  (B, chunk, n)
+            idx, centre = self._indexes(sel(mean), sel(scale))
+            sym = (sel(q[:, a:b]).long() - centre).cpu()
+            idx = idx.cpu()
+            blobs = rans.encode_batch(list(sym.unbind(0)), list(idx.unbind(0)), tables)
+            for n in range(q.shape[0]):
+                streams[n].append(blobs[n])
+                digests[n].append(idx[n])
+        return streams, [tensor_hash(*d) for d in digests]
+
+    def num_stages(self, size: Sequence[int]) -> int:
+        """Number of streams a latent of spatial ``size`` is coded in."""
+        return len(coding_groups(tuple(size), self.levels)) * len(self.chunks)
+
+    @torch.no_grad()
+    def decompress(self, streams: list[list[bytes]] | list[bytes], size: Sequence[int], digests: list[str] | str,
+                   device: torch.device | str = "cpu") -> Tensor:
+        """Inverse of :meth:`compress` (a single item's streams and digest are accepted too)."""
+        single = isinstance(digests, str)
+        if single:
+            streams, digests = [streams], [digests]  # type: ignore[list-item]
+        tables = self._tables()
+        stages = self.stages(tuple(size), device)
+        if any(len(s) != len(stages) for s in streams):
+            raise BitstreamError(f"expected {len(stages)} latent streams per item")
+        q = torch.zeros((len(streams), self.channels, *size), device=device)
+        used: list[list[Tensor]] = [[] for _ in streams]
+        for i, (mask, _, (a, b)) in enumerate(stages):
+            mean, scale = self.params(q, i, stages)
+            sel = lambda t: t[(slice(None), slice(None)) + (mask,)]  # noqa: E731
+            idx_i, centre = self._indexes(sel(mean), sel(scale))
+            idx_i = idx_i.cpu()
+            sym = rans.decode_batch([s[i] for s in streams], list(idx_i.unbind(0)), tables)
+            values = torch.stack(sym).long().to(device) + centre
+            if bool((values.abs() > LATENT_LIMIT).any()):
+                raise BitstreamError("latent value out of range: corrupted stream")
+            view = q[:, a:b]
+            view[(slice(None), slice(None)) + (mask,)] = values.to(q.dtype)
+            for n in range(len(streams)):
+                used[n].append(idx_i[n])
+        for n, d in enumerate(digests):
+            if tensor_hash(*used[n]) != d:
+                raise BitstreamError(
+                    "the entropy model's table indexes differ from the encoder's (a platform or weights "
+                    "difference in the context network); cannot decode reliably"
+                )
+        return q[0] if single else q
+
+
+def gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """Probability of the unit bin around ``y`` under ``N(mean, scale)`` (lower-bounded)."""
+    v = (y - mean).abs()
+    k = 2.0**-0.5
+    # Computed on |v| with erfc so the far tail keeps precision.
+    upper = 0.5 * torch.erfc(-(0.5 - v) / scale * k)
+    lower = 0.5 * torch.erfc(-(-0.5 - v) / scale * k)
+    return (upper - lower).clamp_min(_LIKELIHOOD_BOUND)
+
+
+# ----------------------------------------------------------------------------------------------
+# The codec
+# ----------------------------------------------------------------------------------------------
+
+
+@register_architecture
+class WaLLoC(Codec):
+    """WaLLoC image codec (see the module docstring for the design).
+
+    Args:
+        in_channels: colour channels the network codes (3: RGB; gray is replicated to RGB).
+        latent_channels: latent channels (12 gives 16x dimensionality reduction at J=3).
+        levels: wavelet packet levels ``J`` (latent resolution is ``1/2**J``).
+        wavelet: PyWavelets name of the wavelet.
+        decoder_channels, decoder_blocks: width and residual blocks of the decoder CNN.
+        context_levels, context_hidden: the entropy model's lattice levels and width.
+        context_splits: channel chunk boundaries of the entropy model (default: C/6, C/2).
+        init_step: initial quantization step in orthonormal wavelet units.
+        dims: spatial dimensions (2 for images).
+
+    >>> m = WaLLoC(latent_channels=4, levels=2, decoder_channels=16, decoder_blocks=1)
+    >>> out = m(torch.rand(2, 3, 16, 16))
+    >>> out["x_hat"].shape, out["y"].shape
+    (torch.Size([2, 3, 16, 16]), torch.Size([2, 4, 4, 4]))
+    """
+
+    architecture = "walloc"
+    modality = "image"
+
+    def __init__(self, in_channels: int = 3, latent_channels: int = 12, levels: int = 3, wavelet: str = "bior4.4",
+                 decoder_channels: int = 128, decoder_blocks: int = 3, context_levels: int = 3,
+                 context_hidden: int = 48, context_splits: list[int] | None = None, init_step: float = 0.1,
+                 dims: int = 2) -> None:
+        super().__init__(in_channels=in_channels, latent_channels=latent_channels, levels=levels, wavelet=wavelet,
+                         decoder_channels=decoder_channels, decoder_blocks=decoder_blocks,
+                         context_levels=context_levels, context_hidden=context_hidden,
+                         context_splits=None if context_splits is None else list(context_splits), init_step=init_step,
+                         dims=dims)
+        if dims != 2:
+            raise NotImplementedError("this codec's media handling is for images (dims=2); the layers are nD")
+        self.nd = dims
+        self.levels = levels
+        self.in_channels = in_channels
+        self.latent_channels = latent_channels
+        coeffs = in_channels * (1 << (levels * dims))
+        if latent_channels > coeffs:
+            raise ValueError(f"latent_channels ({latent_channels}) exceeds the {coeffs} wavelet coefficients")
+        self.wpt = WPT(levels, wavelet)
+        self.iwpt = IWPT(levels, wavelet)
+        self.encoder = _conv(dims, coeffs, latent_channels, 1, bias=False)
+        nn.init.orthogonal_(self.encoder.weight.view(latent_channels, coeffs))
+        self.log_gain = nn.Parameter(torch.full((latent_channels,), -math.log(init_step)))
+        self.compander = SoftClipCompander(LATENT_LIMIT)
+        self.decoder = LatentDecoder(dims, latent_channels, coeffs, decoder_channels, decoder_blocks)
+        with torch.no_grad():
+            self.decoder.linear.weight.copy_(self.encoder.weight.transpose(0, 1))
+        self.entropy = HierarchicalContextModel(dims, latent_channels, context_levels, context_hidden, context_splits)
+        self._hash_cache: str | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _gain(self) -> Tensor:
+        return self.log_gain.exp().view(1, -1, *([1] * self.nd))
+
+    @property
+    def multiple(self) -> int:
+        """Spatial sizes must be a multiple of this (inputs are padded to it)."""
+        return 1 << self.levels
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> Tensor:
+        """Set the encoder to the PCA of the wavelet packet coefficients of ``x`` (B, C, H, W).
+
+        The decoder's linear part becomes the exact inverse (transpose) and its residual
+        stays zero. Returns the eigenvalues (variances) of all coefficient directions.
+        """
+        coeffs = self.wpt(x - 0.5)
+        flat = rearrange(coeffs, "b c ... -> (b ...) c").double()
+        cov = flat.T @ flat / flat.shape[0]
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        order = torch.argsort(eigvals, descending=True)
+        basis = eigvecs[:, order[: self.latent_channels]].T.float()  # (latent, coeffs)
+        # Sign convention: positive sum, so the first channel is a positive low-pass image.
+        basis = basis * torch.where(basis.sum(1, keepdim=True) < 0, -1.0, 1.0)
+        self.encoder.weight.copy_(basis.view_as(self.encoder.weight))
+        self.decoder.linear.weight.copy_(basis.T.reshape_as(self.decoder.linear.weight))
+        return eigvals[order]
+
+    # -- continuous path -----------------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` in [0, 1] (sizes a multiple of ``2**levels``) -> continuous latent."""
+        # WPT(x - 0.5) = WPT(x) - WPT(0.5): subtract the (tiny) transform of the constant
+        # instead of shifting every pixel; saves a full-resolution pass.
+        const = torch.full((1, x.shape[1]) + (self.multiple,) * self.nd, 0.5, dtype=x.dtype, device=x.device)
+        return self.compander((self.encoder(self.wpt(x)) - self.encoder(self.wpt(const))) * self._gain())
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """Latent (rounded or not) -> ``(B, C, H, W)`` reconstruction (not clamped)."""
+        z = self.compander.inverse(y) / self._gain()
+        return self.iwpt(self.decoder(z)) + 0.5
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """Training pass: noisy latent for the rate, rounded (straight-through) for the decoder."""
+        y = self.analysis(x)
+        y_round = y + (torch.round(y) - y).detach()
+        if self.training:
+            y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        else:
+            y_noisy = torch.round(y)
+        likelihoods = self.entropy(y_noisy, y_round)
+        return {"x_hat": self.synthesis(y_round), "likelihoods": {"y": likelihoods}, "y": y}
+
+    # -- identity ------------------------------------------------------------------------
+    def weights_hash(self) -> str:
+        if self.training or self._hash_cache is None:
+            h = super().weights_hash()
+            if self.training:
+                return h
+            self._hash_cache = h
+        return self._hash_cache
+
+    def train(self, mode: bool = True) -> "WaLLoC":
+        self._hash_cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._hash_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def update(self) -> None:
+        """Build the entropy coder's integer tables (after training)."""
+        self.entropy.update()
+        self._hash_cache = None
+
+    # -- coding path ---------------------------------------------------------------------
+    def _prepare(self, x: Tensor) -> tuple[Tensor, Tensor | None, str]:
+        """(B, C, H, W) in [0,1] with C in {1, 3, 4} -> RGB for the network, alpha, mode."""
+        c = x.shape[1]
+        if c == 1:
+            return x.expand(-1, 3, -1, -1), None, "L"
+        if c == 3:
+            return x, None, "RGB"
+        if c == 4:
+            return x[:, :3], x[:, 3], "RGBA"
+        raise ValueError(f"expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
+
+    @torch.no_grad()
+    def quantized_latents(self, x: Tensor) -> Tensor:
+        """Integer latents (as float) of ``(B, C, H, W)`` images in [0, 1], any size.
+
+        Images are padded (reflect) to a multiple of ``2**levels``.
+        """
+        rgb, _, _ = self._prepare(x)
+        rgb = rgb.float()
+        lo, hi = torch.aminmax(rgb)
+        if lo < 0 or hi > 1:  # out-of-range input: clamp (a copy) only when needed
+            rgb = rgb.clamp(0, 1)
+        padded, _ = pad_to_multiple(rgb, self.multiple)
+        return torch.round(self.analysis(padded))
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, metadata: dict[str, Any] | None = None) -> bytes | list[bytes]:
+        """Images ``(B, C, H, W)`` or ``(C, H, W)`` in [0, 1] -> ``.ncf`` bytes (a list for a batch).
+
+        ``C`` is 1 (gray, coded as RGB and averaged back), 3 (RGB) or 4 (RGBA: RGB through
+        the network, alpha losslessly as zlib of 8-bit values). ``metadata`` goes into the
+        container's header.
+        """
+        if self.entropy._cdfs.numel() == 0:
+            raise RuntimeError("call update() before compress (trained models ship with tables)")
+        single = x.dim() == 3
+        if single:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or min(x.shape[2:]) < 1:
+            raise ValueError(f"expected (B, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
+        x = x.to(self.device)
+        _, alpha, mode = self._prepare(x)
+        q = self.quantized_latents(x)
+        streams, digests = self.entropy.compress(q)
+        meta_base = dict(metadata or {})
+        blobs = []
+        for b in range(x.shape[0]):
+            sections = {f"g{g}": s for g, s in enumerate(streams[b])}
+            if alpha is not None:
+                a8 = torch.round(alpha[b].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().tobytes()
+                sections["alpha"] = zlib.compress(a8, 9)
+            meta = dict(meta_base)
+            meta["walloc"] = {"mode": mode, "latent": list(q.shape[2:]), "digest": digests[b]}
+            blobs.append(
+                Container(self.name, self.weights_hash(), self.modality, tuple(x.shape[1:]), meta, sections).to_bytes()
+            )
+        return blobs[0] if single else blobs
+
+    def _open(self, blob: bytes) -> tuple[Container, dict[str, Any]]:
+        c = Container.from_bytes(blob)
+        if c.codec != self.name or c.weights_hash != self.weights_hash():
+            raise ModelMismatchError(
+                f"this file was made by {c.codec!r} (weights {c.weights_hash}); this model is "
+                f"{self.name!r} (weights {self.weights_hash()})"
+            )
+        info = c.metadata.get("walloc") if isinstance(c.metadata, dict) else None
+        shape = tuple(c.shape)
+        if not isinstance(info, dict) or len(shape) != 3:
+            raise BitstreamError("not a WaLLoC image file (missing or malformed 'walloc' metadata)")
+        mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
+        chans = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode)  # type: ignore[arg-type]
+        if chans is None or shape[0] != chans:
+            raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
+        h, w = shape[1], shape[2]
+        if h * w > _MAX_PIXELS:
+            raise BitstreamError(f"image of {h}x{w} pixels is larger than this decoder accepts")
+        m = self.multiple
+        expected = [-(-h // m), -(-w // m)]
+        if latent != expected or not isinstance(digest, str):
+            raise BitstreamError(f"latent size {latent!r} does not match the image size {h}x{w}")
+        return c, info
+
+    @torch.no_grad()
+    def _latents_one(self, blob: bytes) -> tuple[Tensor, Container, dict[str, Any]]:
+        c, info = self._open(blob)
+        names = [f"g{g}" for g in range(self.entropy.num_stages(tuple(info["latent"])))]
+        allowed = set(names) | ({"alpha"} if info["mode"] == "RGBA" else set())
+        if set(c.sections) != allowed:
+            raise BitstreamError(f"unexpected sections {sorted(c.sections)}; expected {sorted(allowed)}")
+        q = self.entropy.decompress([c.sections[n] for n in names], tuple(info["latent"]), info["digest"],
+                                    device=self.device)
+        return q, c, info
+
+    @torch.no_grad()
+    def latents(self, blob: bytes | list[bytes]) -> Tensor | list[Tensor]:
+        """Quantized latent ``(C_lat, h, w)`` of a file, by entropy decoding only (no synthesis)."""
+        if isinstance(blob, (list, tuple)):
+            return [self._latents_one(b)[0] for b in blob]
+        return self._latents_one(blob)[0]
+
+    @torch.no_grad()
+    def decompress(self, blob: bytes | list[bytes]) -> Tensor | list[Tensor]:
+        """``.ncf`` bytes -> image ``(C, H, W)`` in [0, 1] with the encoder input's C, H, W."""
+        if isinstance(blob, (list, tuple)):
+            return [self.decompress(b) for b in blob]  # type: ignore[misc]
+        q, c, info = self._latents_one(blob)
+        chans, h, w = c.shape
+        rgb = self.synthesis(q.unsqueeze(0))[0].clamp(0, 1)
+        rgb = rgb[:, :h, :w]
+        if info["mode"] == "L":
+            return rgb.mean(0, keepdim=True)
+        if info["mode"] == "RGBA":
+            try:
+                raw = zlib.decompressobj().decompress(c.sections["alpha"], h * w + 1)
+            except zlib.error as e:
+                raise BitstreamError(f"corrupted alpha section: {e}") from None
+            if len(raw) != h * w:
+                raise BitstreamError("alpha section has the wrong size")
+            alpha = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(1, h, w).to(rgb.device).float() / 255
+            return torch.cat([rgb, alpha], 0)
+        return rgb

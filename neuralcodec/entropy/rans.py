@@ -732,44 +732,6 @@ def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: 
     return x, words, emitted
 
 
-def _encode_single_numpy(start: np.ndarray, freq: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The encoder loop for one item on CPU, over the flat symbols (last step partial, no padding).
-
-    Same operations as :func:`_encode_lanes`; returns the final states and the words in stream
-    order (step ascending, lane ascending).
-    """
-    n = freq.size
-    full, rest = divmod(n, lanes)
-    x = np.full(lanes, STATE_LOWER, dtype=np.int64)
-    q = np.empty(lanes, dtype=np.int64)
-    emit = np.empty(lanes, dtype=bool)
-    x_max = freq << WORD_BITS  # emit a word when x >= f << 16
-    cmf = PROB_SCALE - freq  # x' = x + (x // f) * (M - f) + start
-    chunks = []
-    if rest:  # the last, partial step: lanes [0, rest)
-        at = full * lanes
-        xv, qv = x[:rest], q[:rest]
-        e = xv >= x_max[at:]
-        chunks.append(xv[e])
-        np.right_shift(xv, WORD_BITS, out=xv, where=e)
-        np.floor_divide(xv, freq[at:], out=qv)
-        qv *= cmf[at:]
-        xv += qv
-        xv += start[at:]
-    cut = full * lanes
-    x_max, freq, cmf, start = (a[:cut].reshape(full, lanes) for a in (x_max, freq, cmf, start))
-    for t in range(full - 1, -1, -1):
-        np.greater_equal(x, x_max[t], out=emit)
-        chunks.append(x[emit])
-        np.right_shift(x, WORD_BITS, out=x, where=emit)
-        np.floor_divide(x, freq[t], out=q)
-        q *= cmf[t]
-        x += q
-        x += start[t]
-    words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, dtype=np.int64)
-    return x, words & WORD_MASK
-
-
 def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool):
     """CPU twin of :func:`_prepare_symbols` in the encoder loop's uint32 form.
 
@@ -795,7 +757,7 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
     else:
         col = sym.astype(np.int64) - enc.offsets_minus_one.take(idx)
         flat += np.clip(col, 0, enc.columns - 1, out=col)
-    start = enc.start_flags.take(flat, out=_SCRATCH.get("start", n, np.uint32))
+    start = enc.start_flags.take(flat, out=_SCRATCH.get("start", n, np.uint32), mode="clip")
     raw = np.zeros(0, dtype=np.int64)
     if int(start.max()) >= 1 << _FLAG_SHIFT:  # something escaped or impossible
         flags = start >> _FLAG_SHIFT
@@ -811,10 +773,10 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
         m = enc.max_values.take(esc_idx)
         raw = np.where(v < 0, -2 * v - 1, 2 * (v - m))
         start &= (1 << _FLAG_SHIFT) - 1
-    freq = enc.freq.take(flat, out=_SCRATCH.get("freq", n, np.uint32))
-    x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32))
-    comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32))
-    bits16 = int(enc.cost16.take(flat, out=_SCRATCH.get("cost16", n, np.uint16)).sum(dtype=np.int64))
+    freq = enc.freq.take(flat, out=_SCRATCH.get("freq", n, np.uint32), mode="clip")
+    x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32), mode="clip")
+    comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32), mode="clip")
+    bits16 = int(enc.cost16.take(flat, out=_SCRATCH.get("cost16", n, np.uint16), mode="clip").sum(dtype=np.int64))
     return start, freq, x_max_minus_one, comp_freq, bits16, raw
 
 
@@ -843,27 +805,25 @@ def _encode_flat_numpy(
     q = np.empty(lanes, dtype=np.uint32)
     x = np.empty(lanes, dtype=np.uint32)
 
-    def step(x_in, out, e_out, xm1, f, cf, st, sh, q, x):
-        e = np.greater(x_in, xm1, out=e_out)  # x >= f << 16: one word out
-        np.left_shift(e, 4, out=sh, casting="unsafe")  # 16 where a word goes out, else 0
-        np.right_shift(x_in, sh, out=x)
-        np.floor_divide(x, f, out=q)  # x' = x + (x // f) * (M - f) + start
-        q *= cf
-        x += q
-        np.add(x, st, out=out)
-
     if rest:  # the last, partial step: lanes [0, rest); the others keep the initial state
         at = full * lanes
         states[full, rest:] = STATE_LOWER
-        step(states[steps, :rest], states[full, :rest], emitted[full, :rest], x_max_minus_one[at:], freq[at:],
-             comp_freq[at:], start[at:], shift[:rest], q[:rest], x[:rest])
+        x_in, sh, qr, xr = states[steps, :rest], shift[:rest], q[:rest], x[:rest]
+        e = np.greater(x_in, x_max_minus_one[at:], out=emitted[full, :rest])
+        np.left_shift(e, 4, out=sh, casting="unsafe")
+        np.right_shift(x_in, sh, out=xr)
+        np.floor_divide(xr, freq[at:], out=qr)
+        qr *= comp_freq[at:]
+        xr += qr
+        np.add(xr, start[at:], out=states[full, :rest])
     cut = full * lanes
     xm1, f, cf, st = (a[:cut].reshape(full, lanes) for a in (x_max_minus_one, freq, comp_freq, start))
     greater, left_shift, right_shift, floor_divide, add = np.greater, np.left_shift, np.right_shift, np.floor_divide, np.add
-    for t in range(full - 1, -1, -1):  # step() inlined: a Python call per step is measurable here
-        e = greater(states[t + 1], xm1[t], out=emitted[t])
+    for t in range(full - 1, -1, -1):  # the partial step's operations, on all lanes
+        x_in = states[t + 1]
+        e = greater(x_in, xm1[t], out=emitted[t])
         left_shift(e, 4, out=shift, casting="unsafe")
-        right_shift(states[t + 1], shift, out=x)
+        right_shift(x_in, shift, out=x)
         floor_divide(x, f[t], out=q)
         q *= cf[t]
         x += q

@@ -47,9 +47,10 @@ cli.add_command(info_command)
 from .bench import bench as bench_group  # noqa: E402  (codec bench rd | speed)
 
 cli.add_command(bench_group)
-from .train import train_command  # noqa: E402  (codec train)
+from .train import train_command  # noqa: E402  (codec train walloc-image)
+from .train_hyperprior import train_group  # noqa: E402  (codec train hyperprior; other presets -> train_command)
 
-cli.add_command(train_command)
+cli.add_command(train_group(train_command))
 
 
 def main(argv: list[str] | None = None) -> int:

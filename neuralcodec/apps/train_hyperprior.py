@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
-import torch
 
-__all__ = ["HyperpriorTrainConfig", "train_hyperprior", "evaluate_model", "hyperprior_command"]
+__all__ = ["HyperpriorTrainConfig", "train_hyperprior", "evaluate_model", "hyperprior_command", "train_group"]
 
 
 @dataclass
@@ -72,12 +70,13 @@ def _lr_at(cfg: HyperpriorTrainConfig, step: int, elapsed_s: float) -> float:
     return cfg.lr * (0.1 if progress >= cfg.decay_at else 1.0)
 
 
-@torch.no_grad()
 def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
     """Mean bpp (whole ``.ncf`` bytes), PSNR (RGB, 8-bit-rounded output) over a folder of images.
 
     >>> # evaluate_model(neuralcodec.load("hyperprior-mean-q2"), "../shared/data/images/eval24")
     """
+    import numpy as np
+    import torch
     from PIL import Image
 
     from ..datasets.images import IMAGE_SUFFIXES
@@ -87,9 +86,10 @@ def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
     for path in files:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255.0)
-        blob = model.compress(x)
-        y = model.decompress(blob)
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255.0)
+        with torch.no_grad():
+            blob = model.compress(x)
+            y = model.decompress(blob)
         out = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         mse = float(np.mean((out.astype(np.float64) - arr.astype(np.float64)) ** 2))
         bpps.append(8 * len(blob) / (arr.shape[0] * arr.shape[1]))
@@ -101,6 +101,8 @@ def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
 def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress: bool = True,
                      command: str | None = None) -> Path:
     """Run (or resume) a hyperprior training run; returns the exported model's path (no suffix)."""
+    import numpy as np
+    import torch
     from safetensors.torch import load_file, save_file
 
     from ..codecs.hyperprior import HyperpriorCodec
@@ -187,7 +189,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
             aux_opt.step()
             step += 1
             elapsed += time.time() - t0
-            recent.append((float(loss), float(mse), float(bpp)))
+            recent.append((float(loss.detach()), float(mse.detach()), float(bpp.detach())))
             recent = recent[-200:]
             if step % cfg.log_every == 0 or step == cfg.steps:
                 window = recent[-cfg.log_every:]
@@ -285,6 +287,44 @@ def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: i
     command = "codec train hyperprior " + " ".join(shlex.quote(a) for a in options)
     path = train_hyperprior(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")
+
+
+class _TrainGroup(click.Group):
+    """``codec train <preset> ...``: named sub-commands (``hyperprior``) first; any other preset
+    goes, with its name, to the preset command of :mod:`neuralcodec.apps.train`."""
+
+    def __init__(self, fallback: click.Command, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fallback = fallback
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        return "", self.fallback, args  # the preset stays its first argument (usage: "codec train [OPTIONS] PRESET")
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        presets = [p for p in getattr(self.fallback.params[0].type, "choices", [])]
+        if presets:
+            with formatter.section("Other presets (codec train <preset> --help)"):
+                formatter.write_dl([(p, (self.fallback.help or "").split("\n")[0]) for p in presets])
+
+
+def train_group(fallback: click.Command) -> click.Group:
+    """The ``codec train`` group: ``hyperprior`` here, other presets handled by ``fallback``.
+
+    >>> import click
+    >>> @click.command("train")
+    ... @click.argument("preset", type=click.Choice(["walloc-image"]))
+    ... def other(preset): click.echo(preset)
+    >>> from click.testing import CliRunner
+    >>> CliRunner().invoke(train_group(other), ["walloc-image"]).output.strip()
+    'walloc-image'
+    """
+    group = _TrainGroup(fallback, name="train", help="Train a codec and export it with a model card.",
+                        invoke_without_command=False)
+    group.add_command(hyperprior_command)
+    return group
 
 
 if __name__ == "__main__":  # python -m neuralcodec.apps.train_hyperprior ... (same as codec train hyperprior)

@@ -20,8 +20,11 @@ Design (see ARCHITECTURE.md, "Entropy coding"):
 * ``K`` follows the expected size (each lane costs about 2.5 bytes), so small streams use few
   lanes; it is stored in the header.
 * On CPU the step loops run in NumPy (a third of torch's per-operation overhead, same integer
-  operations, same bytes: tested); on CUDA they run in torch. Everything before and after the
-  loops (table gathers, word placement) is vectorized torch.
+  operations, same bytes: tested); on CUDA they run in torch. One item on CPU (the common
+  case) has its own encoder path: NumPy gathers from per-(table, symbol) uint32 arrays cached
+  in :class:`CdfTables`, a branchless uint32 step loop, the words picked out once at the end,
+  and per-thread reused work buffers (see :func:`_encode_flat_numpy`). Elsewhere, everything
+  before and after the loops (table gathers, word placement) is vectorized torch.
 
 Blob layout (all integers little-endian)::
 

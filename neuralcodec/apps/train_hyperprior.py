@@ -197,7 +197,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
                 b = float(np.mean([r[2] for r in window]))
                 l_ = float(np.mean([r[0] for r in window]))
                 log.writerow([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}",
-                              f"{float(aux):.2f}", lr, f"{elapsed:.1f}"])
+                              f"{float(aux.detach()):.2f}", lr, f"{elapsed:.1f}"])
                 log_f.flush()
                 if bar is not None:
                     bar.set_postfix(psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")

@@ -186,6 +186,20 @@ def test_batch_matches_single_items():
         rans.decode_batch(blobs[:2] + [blobs[2][:-2]] + blobs[3:], idx_list, tables)
 
 
+def test_batch_layout_forms_agree(monkeypatch):
+    """Few items are laid out item by item, many items in one vectorized pass: same grid, same bytes."""
+    sym, idx, gc = _gaussian_data(12_000, seed=11)
+    tables = rans.prepare_tables(gc._quantized_cdf, gc._cdf_length, gc._offset)
+    cuts = [0, 3, 3, 900, 4000, 4001, 12_000]
+    sym_list = [sym[a:b] for a, b in zip(cuts, cuts[1:])]
+    idx_list = [idx[a:b] for a, b in zip(cuts, cuts[1:])]
+    looped = rans.encode_batch(sym_list, idx_list, tables)
+    monkeypatch.setattr(rans, "_LAYOUT_LOOP_ITEMS", 0)
+    assert rans.encode_batch(sym_list, idx_list, tables) == looped
+    for s, o in zip(sym_list, rans.decode_batch(looped, idx_list, tables)):
+        assert torch.equal(s, o)
+
+
 def test_bytes_do_not_depend_on_threads():
     sym, idx, gc = _gaussian_data(100_000, seed=3)
     args = (gc._quantized_cdf, gc._cdf_length, gc._offset)

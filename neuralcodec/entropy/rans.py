@@ -668,6 +668,9 @@ def _needs_int32_check(symbols) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+_LAYOUT_LOOP_ITEMS = 256  # up to this many items, _layout loops over items (cheaper per symbol)
+
+
 def _layout(counts: list[int], lanes: list[int], device) -> tuple[Tensor, int, int]:
     """Flat position in the [steps, total_lanes] grid of every symbol of every item (items concatenated)."""
     total_lanes = sum(lanes)
@@ -677,6 +680,17 @@ def _layout(counts: list[int], lanes: list[int], device) -> tuple[Tensor, int, i
         return torch.zeros(0, dtype=torch.int64, device=device), steps, total_lanes
     if len(counts) == 1:
         return torch.arange(n_total, device=device), steps, total_lanes
+    if len(counts) <= _LAYOUT_LOOP_ITEMS:
+        # Item by item: its symbols fill a [steps_i, k] block of the grid row by row, so the
+        # positions are a broadcast sum (no per-symbol division or gathers).
+        parts, lane_first = [], 0
+        for n, k in zip(counts, lanes):
+            if n:
+                rows = torch.arange((n + k - 1) // k, dtype=torch.int64, device=device) * total_lanes
+                cols = torch.arange(lane_first, lane_first + k, dtype=torch.int64, device=device)
+                parts.append((rows[:, None] + cols[None, :]).reshape(-1)[:n])
+            lane_first += k
+        return torch.cat(parts), steps, total_lanes
     cnt = torch.tensor(counts, dtype=torch.int64, device=device)
     item = torch.repeat_interleave(torch.arange(len(counts), device=device), cnt, output_size=n_total)
     item_first = torch.cumsum(cnt, 0) - cnt
@@ -715,24 +729,18 @@ def _encode_lanes(start: Tensor, freq: Tensor, steps: int, lanes: int) -> tuple[
 
 
 def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: int):
-    """NumPy twin of the torch loop in :func:`_encode_lanes` (same operations, same results)."""
-    cmf = PROB_SCALE - freq
-    x = np.full(lanes, STATE_LOWER, dtype=np.int64)
-    words = np.empty((steps, lanes), dtype=np.uint16)  # the low 16 bits of x, written directly
-    emitted = np.empty((steps, lanes), dtype=bool)
-    high = np.empty(lanes, dtype=np.int64)
-    q = np.empty(lanes, dtype=np.int64)
-    for t in range(steps - 1, -1, -1):
-        f_t = freq[t]
-        np.right_shift(x, WORD_BITS, out=high)
-        e_t = np.greater_equal(high, f_t, out=emitted[t])
-        np.bitwise_and(x, WORD_MASK, out=words[t], casting="unsafe")
-        np.copyto(x, high, where=e_t)
-        np.floor_divide(x, f_t, out=q)
-        np.multiply(q, cmf[t], out=q)
-        x += q
-        x += start[t]
-    return x, words, emitted
+    """NumPy twin of the torch loop in :func:`_encode_lanes` (same results): (final states, words, emitted).
+
+    ``words[t, k]`` holds the state before step ``t`` in lane ``k`` (int32 view; its low 16 bits
+    are the word where ``emitted[t, k]``).
+    """
+    freq = freq.reshape(-1)
+    x_max_minus_one = ((freq << WORD_BITS) - 1).astype(np.uint32)
+    comp_freq = (PROB_SCALE - freq).astype(np.uint32)
+    states, emitted = _encode_rows_numpy(
+        start.reshape(-1).astype(np.uint32), freq.astype(np.uint32), x_max_minus_one, comp_freq, lanes, reuse=False
+    )
+    return states[0].astype(np.int64), states[1:].view(np.int32), emitted
 
 
 def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool):
@@ -786,22 +794,47 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
 def _encode_flat_numpy(
     start: np.ndarray, freq: np.ndarray, x_max_minus_one: np.ndarray, comp_freq: np.ndarray, lanes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The encoder loop for one item on CPU over the flat symbols (last step partial, no padding).
+    """The encoder for one item on CPU: :func:`_encode_rows_numpy`, then the words picked out.
+
+    Returns the final states (int64) and the words (uint32 holding 16-bit values) in stream
+    order (step ascending, lane ascending).
+    """
+    states, emitted = _encode_rows_numpy(start, freq, x_max_minus_one, comp_freq, lanes, reuse=True)
+    flat_emitted = emitted.reshape(-1)
+    words = _SCRATCH.get("words", int(np.count_nonzero(flat_emitted)), np.uint32)
+    np.compress(flat_emitted, states[1:].reshape(-1), out=words)
+    return states[0].astype(np.int64), words
+
+
+def _encode_rows_numpy(
+    start: np.ndarray,
+    freq: np.ndarray,
+    x_max_minus_one: np.ndarray,
+    comp_freq: np.ndarray,
+    lanes: int,
+    reuse: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder loop on CPU over flat symbols in lane order (last step may be partial, no padding).
 
     Same integer operations as :func:`_encode_lanes` (so the same bytes), arranged for NumPy's
     per-call overhead: unsigned 32-bit arithmetic (the state stays below ``2**32``), no
     data-dependent branches (a word goes out by shifting the state by ``16 * emitted`` rather
     than by a masked shift), and no per-step output: every step writes its new states into its
-    own row of ``states`` and its emission mask into ``emitted``, and the words (the low 16 bits
-    of the state before a step, where that step emitted) are picked out with one ``compress``
-    at the end. Returns the final states (int64) and the words in stream order (step
-    ascending, lane ascending).
+    own row of ``states`` and its emission mask into ``emitted``; the words (the low 16 bits
+    of the state before a step, where that step emitted) are picked out afterwards in one pass
+    over all steps. Returns ``states`` (uint32 ``[steps + 1, lanes]``, row ``t``: the states before
+    step ``t``, row 0: the final states) and ``emitted`` (bool ``[steps, lanes]``). With
+    ``reuse`` both live in this thread's reused buffers (valid until its next call).
     """
     n = freq.size
     full, rest = divmod(n, lanes)
     steps = full + (rest > 0)
-    states = _SCRATCH.get("states", (steps + 1) * lanes, np.uint32).reshape(steps + 1, lanes)  # row t: before step t
-    emitted = _SCRATCH.get("emitted", steps * lanes, bool).reshape(steps, lanes)
+    if reuse:
+        states = _SCRATCH.get("states", (steps + 1) * lanes, np.uint32).reshape(steps + 1, lanes)
+        emitted = _SCRATCH.get("emitted", steps * lanes, bool).reshape(steps, lanes)
+    else:
+        states = np.empty((steps + 1, lanes), dtype=np.uint32)
+        emitted = np.empty((steps, lanes), dtype=bool)
     emitted[full:] = False
     states[steps] = STATE_LOWER
     shift = np.empty(lanes, dtype=np.uint32)
@@ -831,10 +864,7 @@ def _encode_flat_numpy(
         q *= cf[t]
         x += q
         add(x, st[t], out=states[t])
-    flat_emitted = emitted.reshape(-1)
-    words = _SCRATCH.get("words", int(np.count_nonzero(flat_emitted)), np.uint32)
-    np.compress(flat_emitted, states[1:].reshape(-1), out=words)
-    return states[0].astype(np.int64), words
+    return states, emitted
 
 
 def _encode_single_cpu(symbols, indexes, tables: CdfTables) -> bytes:

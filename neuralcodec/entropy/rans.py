@@ -160,7 +160,7 @@ class CdfTables:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def numpy_encoder(self) -> "_NumpyEncoderTables":
-        """Per-(table, symbol) uint32 arrays for the CPU encoder (see :class:`_NumpyEncoderTables`). Built once, cached."""
+        """Per-(table, symbol) uint32 arrays for the CPU encoder (:class:`_NumpyEncoderTables`). Built once, cached."""
         if self._numpy_encoder is None:
             with self._lock:
                 if self._numpy_encoder is None:
@@ -776,7 +776,8 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
         if impossible.size:
             bad = int(impossible[0])
             raise ValueError(
-                f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
+                f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) "
+                "has zero probability in its table"
             )
         esc_pos = np.flatnonzero(flags)
         esc_idx = idx.take(esc_pos)
@@ -854,7 +855,9 @@ def _encode_rows_numpy(
         np.add(xr, start[at:], out=states[full, :rest])
     cut = full * lanes
     xm1, f, cf, st = (a[:cut].reshape(full, lanes) for a in (x_max_minus_one, freq, comp_freq, start))
-    greater, left_shift, right_shift, floor_divide, add = np.greater, np.left_shift, np.right_shift, np.floor_divide, np.add
+    greater, left_shift, right_shift, floor_divide, add = (
+        np.greater, np.left_shift, np.right_shift, np.floor_divide, np.add
+    )
     for t in range(full - 1, -1, -1):  # the partial step's operations, on all lanes
         x_in = states[t + 1]
         e = greater(x_in, xm1[t], out=emitted[t])

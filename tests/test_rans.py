@@ -404,3 +404,20 @@ def test_lane_state_packing_extremes():
         assert np.array_equal(back, x) and end == len(packed)
         with pytest.raises(BitstreamError):
             rans._unpack_states(packed[:-1], 0, x.size)
+
+
+def test_threads_encoding_at_once_get_their_own_buffers():
+    """The CPU encoder reuses work buffers per thread: concurrent encodes must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = [_gaussian_data(20_000 + 999 * i, seed=20 + i) for i in range(4)]
+    expected = [rans.encode_with_indexes(s, i, gc._quantized_cdf, gc._cdf_length, gc._offset) for s, i, gc in items]
+
+    def work(k: int) -> list[bytes]:
+        s, i, gc = items[k % 4]
+        return [rans.encode_with_indexes(s, i, gc._quantized_cdf, gc._cdf_length, gc._offset) for _ in range(3)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(8)))
+    for k, blobs in enumerate(results):
+        assert blobs == [expected[k % 4]] * 3

@@ -758,7 +758,7 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
     if check_int32 and (lo < INT32_MIN or hi > INT32_MAX):
         raise ValueError("symbols must fit in int32")
     n = sym.size
-    flat = np.multiply(idx, enc.columns, out=_SCRATCH.get("flat", n, np.int64))
+    flat = np.multiply(idx, enc.columns, out=_SCRATCH.get("flat", n, np.int64), dtype=np.int64)
     if enc.by_symbol:
         if lo >= enc.base and hi < enc.base + enc.columns:  # usual case: no clamping pass
             flat += sym

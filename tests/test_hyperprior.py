@@ -227,3 +227,31 @@ def test_training_step_and_state_dict_round_trip(tmp_path):
     blob = m.compress(x[0])
     loaded.name = m.name
     assert torch.equal(loaded.decompress(blob), m.decompress(blob))
+
+
+_FAMILY = ["hyperprior-mean-q1", "hyperprior-mean-q2", "hyperprior-mean-q3"]
+
+
+@pytest.mark.skipif(not all(n in __import__("neuralcodec").available() for n in _FAMILY),
+                    reason="the hyperprior family is not shipped")
+def test_shipped_family_is_a_rate_ladder():
+    """The shipped rate points load, round-trip the bundled sample, and rank by rate and quality."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    sample = Path(__import__("neuralcodec").__file__).parent / "samples" / "astronaut.png"
+    with Image.open(sample) as im:
+        arr = np.asarray(im.convert("RGB").resize((192, 128)), dtype=np.float64)
+    x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    rates, psnrs = [], []
+    for name in _FAMILY:
+        m = load(name)
+        blob = m.compress(x)
+        y = m.decompress(blob)
+        assert y.shape == x.shape and torch.equal(m.latents(blob), m.encode_latents(x[None])["y_hat"][0])
+        mse = float(((torch.round(y * 255) - torch.round(x * 255)) ** 2).mean())
+        rates.append(len(blob))
+        psnrs.append(10 * np.log10(255**2 / mse))
+    assert rates == sorted(rates) and psnrs == sorted(psnrs)

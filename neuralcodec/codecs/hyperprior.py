@@ -181,9 +181,13 @@ class FixedPointSynthesis(nn.Module):
         # (im2col + GEMM) is products and sums only.
         with torch.backends.cudnn.flags(enabled=False):
             for i, (conv, (w, b)) in enumerate(zip(self.convs, self.integer_weights())):
-                acc = self._conv_op(conv, a, w.to(a.device), b.to(a.device))
-                if acc.numel() and float(acc.abs().max()) >= _EXACT_LIMIT:
+                # A priori bound on every partial sum of every output: max|A| * (largest L1 norm
+                # of one output channel's weights) + max|B|. Below 2**53 all sums are exact.
+                per_output = w.abs().sum(dim=(0, 2, 3) if isinstance(conv, nn.ConvTranspose2d) else (1, 2, 3))
+                a_max = float(a.abs().max()) if a.numel() else 0.0
+                if a_max * float(per_output.max()) + float(b.abs().max()) >= _EXACT_LIMIT:
                     raise OverflowError("fixed-point hyper-synthesis overflow (input out of the trained range)")
+                acc = self._conv_op(conv, a, w.to(a.device), b.to(a.device))
                 acc = torch.round(acc)  # a no-op for exact arithmetic, a guard otherwise
                 a = torch.floor(acc / shift)
                 a = self._activate(a, i == len(self.convs) - 1, torch.floor)

@@ -1,0 +1,264 @@
+"""``LatentDataset``: batches of entropy-decoded latents (and labels) from packed shards.
+
+Training on a compressed dataset stops the decoder after entropy decoding: no synthesis
+network runs, so a batch costs a few tensor passes of the entropy model over small
+latents instead of decoding and resizing full images.
+
+The dataset is a :class:`torch.utils.data.IterableDataset` that yields whole batches
+(decoded together, in one pass of the entropy model per coding stage), so give it to a
+``DataLoader`` with ``batch_size=None``::
+
+    ds = LatentDataset("shards/", batch_size=256, shuffle=True)
+    loader = DataLoader(ds, batch_size=None, num_workers=2)
+    for batch in loader:
+        batch["latent"], batch["label"]     # (B, C, h, w) float, (B,) int64
+
+Items are split across ``DataLoader`` workers (and across ``rank``/``world_size`` for
+data-parallel training) by whole batches of one shared, seeded order, so every item is
+seen exactly once per epoch.
+
+>>> import tempfile, torch
+>>> from neuralcodec.codecs.walloc import WaLLoC
+>>> from neuralcodec.datasets.shards import pack
+>>> codec = WaLLoC(latent_channels=4, levels=2, decoder_channels=8, decoder_blocks=1, context_levels=2, context_hidden=8).eval()
+>>> d = tempfile.mkdtemp()
+>>> _ = pack([(torch.rand(3, 16, 16), i) for i in range(5)], d, model=codec, shard_size=2, progress=False)
+>>> ds = LatentDataset(d, model=codec, batch_size=4)
+>>> [(tuple(b["latent"].shape), b["label"].tolist()) for b in ds]
+[((4, 4, 4, 4), [0, 1, 2, 3]), ((1, 4, 4, 4), [4])]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import BitstreamError
+from .shards import PathLike, parse_label, read_index, shard_members
+
+__all__ = ["LatentDataset", "decode_latents"]
+
+
+def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.device | None = None) -> list[torch.Tensor]:
+    """Entropy-decode many ``.ncf`` blobs to latents, batched where the codec allows it.
+
+    For WaLLoC, items with the same latent size are decoded in one pass of the entropy
+    model per coding stage (the context nets run on ``device``; the rANS streams of all
+    items of a stage are decoded together); other codecs decode item by item with
+    ``codec.latents``. The result equals ``codec.latents(blob)`` for every blob.
+
+    >>> import torch
+    >>> from neuralcodec.codecs.walloc import WaLLoC
+    >>> codec = WaLLoC(latent_channels=4, levels=2, decoder_channels=8, decoder_blocks=1, context_levels=2, context_hidden=8).eval()
+    >>> blobs = codec.compress(torch.rand(3, 3, 16, 16))
+    >>> all(torch.equal(a, codec.latents(b)) for a, b in zip(decode_latents(codec, blobs), blobs))
+    True
+    """
+    from ..codecs.walloc import WaLLoC
+
+    device = torch.device(device) if device is not None else codec.device
+    if not isinstance(codec, WaLLoC):
+        return [codec.latents(b).to(device) for b in blobs]
+    out: list[torch.Tensor | None] = [None] * len(blobs)
+    groups: dict[tuple[int, ...], list[tuple[int, list[bytes], str]]] = {}
+    for i, blob in enumerate(blobs):
+        # _open is WaLLoC's own validation of a file (model identity, shapes, metadata):
+        # the same checks as codec.latents, before any stream is decoded.
+        container, info = codec._open(blob)
+        size = tuple(info["latent"])
+        names = [f"g{g}" for g in range(codec.entropy.num_stages(size))]
+        allowed = set(names) | ({"alpha"} if info["mode"] == "RGBA" else set())
+        if set(container.sections) != allowed:
+            raise BitstreamError(f"unexpected sections {sorted(container.sections)}; expected {sorted(allowed)}")
+        groups.setdefault(size, []).append((i, [container.sections[n] for n in names], info["digest"]))
+    with torch.no_grad():
+        for size, members in groups.items():
+            q = codec.entropy.decompress([m[1] for m in members], size, [m[2] for m in members], device=device)
+            for (i, _, _), latent in zip(members, q):
+                out[i] = latent
+    return out  # type: ignore[return-value]
+
+
+def _stack_or_list(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    if tensors and all(t.shape == tensors[0].shape for t in tensors):
+        return torch.stack(tensors)
+    return tensors
+
+
+class LatentDataset(IterableDataset):
+    """Batches of entropy-decoded latents, labels and keys read from a packed folder.
+
+    Args:
+        path: a folder written by :func:`neuralcodec.datasets.pack` (``index.json`` + shards).
+        model: the codec (name, path or :class:`Codec`); default: the model named in the index.
+        batch_size: items per yielded batch (decoded together).
+        shuffle: a new seeded order every epoch (see :meth:`set_epoch`); else packing order.
+        seed: seed of the shuffle.
+        drop_last: drop the last, smaller batch of each rank.
+        device: where latents are decoded and returned (``"cuda"`` when available);
+            with CUDA use ``num_workers=0`` in the DataLoader.
+        return_media: also decode the media (synthesis network) as ``batch["media"]``.
+        rank, world_size: the share of the items this process reads (data-parallel).
+        verify: check each shard's size and item count against the index on open.
+
+    Each batch is a dict: ``latent`` (``(B, C, ...)`` float; a list when sizes differ),
+    ``label`` (``(B,)`` int64, ``-1`` for unlabelled items), ``index`` (``(B,)`` item
+    numbers), ``key`` (list of str) and, with ``return_media``, ``media``.
+
+    >>> import tempfile, torch
+    >>> from torch.utils.data import DataLoader
+    >>> from neuralcodec.codecs.walloc import WaLLoC
+    >>> from neuralcodec.datasets.shards import pack
+    >>> codec = WaLLoC(latent_channels=4, levels=2, decoder_channels=8, decoder_blocks=1, context_levels=2, context_hidden=8).eval()
+    >>> d = tempfile.mkdtemp()
+    >>> _ = pack([(torch.rand(3, 16, 16), i) for i in range(6)], d, model=codec, shard_size=4, progress=False)
+    >>> loader = DataLoader(LatentDataset(d, model=codec, batch_size=2, shuffle=True), batch_size=None)
+    >>> sorted(i for b in loader for i in b["index"].tolist())
+    [0, 1, 2, 3, 4, 5]
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        model: Any = None,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: str | torch.device = "cpu",
+        return_media: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.root = Path(path)
+        self.index = read_index(self.root)
+        self.classes: list[str] | None = self.index.get("classes")
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.device = torch.device(device)
+        self.return_media = return_media
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._model_spec = model if model is not None else self.index["codec"]
+        self._codec: Any = None
+        # Item table from the tar headers: shard number, .ncf (offset, size), label.
+        shard_of, ncf_offset, ncf_size, labels = [], [], [], []
+        for s, entry in enumerate(self.index["shards"]):
+            members = shard_members(self.root / entry["name"], entry if verify else None)
+            with open(self.root / entry["name"], "rb") as f:
+                for key in sorted(members):
+                    parts = members[key]
+                    shard_of.append(s)
+                    ncf_offset.append(parts[".ncf"][0])
+                    ncf_size.append(parts[".ncf"][1])
+                    if ".cls" in parts:
+                        f.seek(parts[".cls"][0])
+                        labels.append(parse_label(f.read(parts[".cls"][1]), f"{entry['name']}:{key}"))
+                    else:
+                        labels.append(-1)
+        self._shard = np.asarray(shard_of, dtype=np.int64)
+        self._offset = np.asarray(ncf_offset, dtype=np.int64)
+        self._size = np.asarray(ncf_size, dtype=np.int64)
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self._files: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    # -- sizes and order ---------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        """Items in the whole packed dataset."""
+        return len(self._shard)
+
+    def _rank_items(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        else:
+            order = np.arange(self.num_items)
+        # Equal shares per rank (the tail is dropped only across ranks, as DistributedSampler pads).
+        if self.world_size > 1:
+            per = self.num_items // self.world_size
+            order = order[self.rank * per : (self.rank + 1) * per]
+        return order
+
+    def _batches(self) -> list[np.ndarray]:
+        order = self._rank_items()
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (all DataLoader workers together)."""
+        return len(self._batches())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle order of ``epoch`` (call before iterating, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from .shards import _resolve_codec
+
+            self._codec = _resolve_codec(self._model_spec, self.device)
+            if self._codec.weights_hash() != self.index["weights_hash"]:
+                raise BitstreamError(
+                    f"{self.root}: packed with weights {self.index['weights_hash']}, model has {self._codec.weights_hash()}"
+                )
+        return self._codec
+
+    def _file(self, shard: int) -> Any:
+        if self._pid != os.getpid():  # a forked worker: never share file offsets with the parent
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            self._files[shard] = open(self.root / self.index["shards"][shard]["name"], "rb")
+        return self._files[shard]
+
+    def blob(self, item: int) -> bytes:
+        """The ``.ncf`` bytes of item number ``item``."""
+        f = self._file(int(self._shard[item]))
+        f.seek(int(self._offset[item]))
+        data = f.read(int(self._size[item]))
+        if len(data) != int(self._size[item]):
+            raise BitstreamError(f"{self.root}: item {item} is truncated in its shard")
+        return data
+
+    def batch(self, items: Sequence[int]) -> dict[str, Any]:
+        """Decode the given item numbers as one batch (the dict described in the class doc)."""
+        items = [int(i) for i in items]
+        blobs = [self.blob(i) for i in items]
+        latents = decode_latents(self.codec, blobs, self.device)
+        out: dict[str, Any] = {
+            "latent": _stack_or_list(latents),
+            "label": self.labels[items],
+            "index": torch.tensor(items, dtype=torch.int64),
+            "key": [f"{i:09d}" for i in items],
+        }
+        if self.return_media:
+            with torch.no_grad():
+                out["media"] = _stack_or_list([m.to(self.device) for m in self.codec.decompress(blobs)])
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = self._batches()
+        info = get_worker_info()
+        if info is not None:  # each worker takes every num_workers-th batch of one shared order
+            batches = batches[info.id :: info.num_workers]
+        for items in batches:
+            yield self.batch(items)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = {}  # open files do not travel to worker processes
+        return state

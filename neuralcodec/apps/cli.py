@@ -51,6 +51,10 @@ from .train import train_command  # noqa: E402  (codec train walloc-image)
 from .train_hyperprior import train_group  # noqa: E402  (codec train hyperprior; other presets -> train_command)
 
 cli.add_command(train_group(train_command))
+from .pack import pack_command, unpack_command  # noqa: E402  (codec pack | unpack)
+
+cli.add_command(pack_command)
+cli.add_command(unpack_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,9 @@ cluster, and the same code runs on a multi-machine cluster unchanged: create a
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -114,7 +116,13 @@ def pack_distributed(
     starts = list(range(done_shards * shard_size, total, shard_size))
     wave = wave or 4 * num_workers
     compute_kwargs: dict[str, Any] = {"scheduler": scheduler}
-    if isinstance(scheduler, str) and scheduler in ("processes", "threads"):
+    pool = None
+    if scheduler == "processes":
+        # One process pool for every wave (Dask would start a new pool per compute call);
+        # spawn, not fork: the parent may hold torch threads.
+        pool = ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"))
+        compute_kwargs["pool"] = pool
+    elif scheduler == "threads":
         compute_kwargs["num_workers"] = num_workers
     bar = _progress(total, index["items"], progress, f"pack {out_dir.name}")
     try:
@@ -138,4 +146,6 @@ def pack_distributed(
         _write_index(out_dir, index)
     finally:
         bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return index

@@ -324,6 +324,9 @@ def train_group(fallback: click.Command) -> click.Group:
     group = _TrainGroup(fallback, name="train", help="Train a codec and export it with a model card.",
                         invoke_without_command=False)
     group.add_command(hyperprior_command)
+    from .train_walloc_audio import walloc_audio_command  # codec train walloc-audio
+
+    group.add_command(walloc_audio_command)
     return group
 
 

@@ -5,6 +5,7 @@ from .registry import available, build, load, register_architecture, save
 
 from .quantizers import FSQ, GroupedResidualVQ, ResidualVQ, VectorQuantizer
 from .walloc import WaLLoC  # noqa: F401  (registers the 'walloc' architecture)
+from .walloc_audio import WaLLoCAudio  # noqa: F401  (registers the 'walloc-audio' architecture)
 from .hyperprior import HyperpriorCodec  # noqa: F401  (registers the 'hyperprior' architecture)
 
 __all__ = ["Codec", "available", "build", "load", "register_architecture", "save"]

@@ -485,6 +485,7 @@ class WaLLoC(Codec):
 
     architecture = "walloc"
     modality = "image"
+    supported_dims: tuple[int, ...] = (2,)  # the media handling of this class (a subclass codes 1D audio)
 
     def __init__(self, in_channels: int = 3, latent_channels: int = 12, levels: int = 3, wavelet: str = "bior4.4",
                  decoder_channels: int = 128, decoder_blocks: int = 3, context_levels: int = 3,
@@ -495,8 +496,8 @@ class WaLLoC(Codec):
                          context_levels=context_levels, context_hidden=context_hidden,
                          context_splits=None if context_splits is None else list(context_splits), init_step=init_step,
                          dims=dims)
-        if dims != 2:
-            raise NotImplementedError("this codec's media handling is for images (dims=2); the layers are nD")
+        if dims not in self.supported_dims:
+            raise NotImplementedError(f"{type(self).__name__} handles dims in {self.supported_dims}; the layers are nD")
         self.nd = dims
         self.levels = levels
         self.in_channels = in_channels

@@ -64,7 +64,7 @@ def load_fashion(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def upsampled(images: np.ndarray, scale: int) -> list[torch.Tensor]:
-    x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    x = torch.from_numpy(images.copy()).float().div(255).unsqueeze(1)
     if scale != 1:
         x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False).clamp(0, 1)
     return list(x)
@@ -99,7 +99,7 @@ class PillowImages(torch.utils.data.Dataset):
         from PIL import Image
 
         with Image.open(self.paths[i]) as im:
-            a = np.asarray(im.convert("L"), dtype=np.uint8)
+            a = np.array(im.convert("L"), dtype=np.uint8)
         return torch.from_numpy(a).float().div(255).unsqueeze(0), int(self.labels[i])
 
 

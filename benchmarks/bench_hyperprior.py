@@ -289,6 +289,8 @@ def main() -> None:
     ap.add_argument("--timing-images", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_hyperprior"))
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the neural codecs (default: all)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the classical codecs")
+    ap.add_argument("--resume", action="store_true", help="reuse the per-file results already in --out")
     ap.add_argument("--update-cards", action="store_true", help="write the measured results into the model cards")
     args = ap.parse_args()
 
@@ -310,7 +312,7 @@ def main() -> None:
 
     t0 = time.time()
     summary = run_rd(eval_dir, [*baselines, f"{args.label}={'+'.join(names)}"], args.out, anchor=baselines[0],
-                     limit=args.limit, progress=False)
+                     limit=args.limit, progress=False, jobs=args.jobs, resume=args.resume)
     entries = {label: json.loads(Path(p).read_text()) for label, p in summary["codecs"].items()}
     print(f"RD run: {time.time() - t0:.0f} s, errors: {summary['errors']}")
     fam = entries[args.label]["results"]

@@ -227,6 +227,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
 @click.option("--levels", default=7, show_default=True, type=int, help="Wavelet packet levels J.")
 @click.option("--latent-channels", default=54, show_default=True, type=int)
 @click.option("--decoder-channels", default=128, show_default=True, type=int)
+@click.option("--init-step", default=0.15, show_default=True, type=float, help="Initial quantization step (orthonormal units at target_rms).")
 @click.option("--steps", default=3000, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--crop", default=65536, show_default=True, type=int, help="Samples per training crop.")
@@ -239,6 +240,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
 @click.option("--entropy-steps", default=300, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def walloc_audio_command(data: str, out: str, name: str, levels: int, latent_channels: int, decoder_channels: int,
+                         init_step: float,
                          steps: int, batch_size: int, crop: int, lr: float, lmbda: float, seed: int,
                          threads: int | None, max_seconds_per_file: float | None, max_minutes: float | None,
                          entropy_steps: int, resume: bool) -> None:
@@ -251,7 +253,8 @@ def walloc_audio_command(data: str, out: str, name: str, levels: int, latent_cha
     cfg = AudioTrainConfig(data=data, out=out, name=name, levels=levels, latent_channels=latent_channels,
                            decoder_channels=decoder_channels, steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                            lmbda=lmbda, seed=seed, threads=threads, max_seconds_per_file=max_seconds_per_file,
-                           max_minutes=max_minutes, entropy_steps=entropy_steps)
+                           max_minutes=max_minutes, entropy_steps=entropy_steps,
+                           model_config={"init_step": init_step})
     command = "codec train walloc-audio " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     path = train_walloc_audio(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")

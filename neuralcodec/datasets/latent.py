@@ -41,7 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import BitstreamError
 from .shards import PathLike, parse_label, read_index, shard_members
 
-__all__ = ["LatentDataset", "decode_latents"]
+__all__ = ["LatentDataset", "decode_latents", "decode_media"]
 
 
 def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.device | None = None) -> list[torch.Tensor]:
@@ -81,6 +81,35 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
             q = codec.entropy.decompress([m[1] for m in members], size, [m[2] for m in members], device=device)
             for (i, _, _), latent in zip(members, q):
                 out[i] = latent
+    return out  # type: ignore[return-value]
+
+
+def decode_media(codec: Any, blobs: Sequence[bytes], latents: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Media of ``blobs`` from their already decoded ``latents`` (no second entropy decode).
+
+    For WaLLoC, same-size RGB and gray images run the synthesis network as one batch; other
+    cases use ``codec.decompress``. Matches ``codec.decompress(blob)`` up to float rounding.
+    """
+    from ..codecs.walloc import WaLLoC
+    from ..entropy.container import Container
+
+    out: list[torch.Tensor | None] = [None] * len(blobs)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, blob in enumerate(blobs):
+        if isinstance(codec, WaLLoC):
+            c = Container.from_bytes(blob)
+            mode = c.metadata.get("walloc", {}).get("mode")
+            if mode in ("RGB", "L"):
+                groups.setdefault((tuple(latents[i].shape), tuple(c.shape), mode), []).append(i)
+                continue
+        with torch.no_grad():
+            out[i] = codec.decompress(blob)
+    with torch.no_grad():
+        for (_, (_, h, w), mode), members in groups.items():
+            rgb = codec.synthesis(torch.stack([latents[i] for i in members]).to(codec.device)).clamp(0, 1)
+            rgb = rgb[:, :, :h, :w]
+            for i, image in zip(members, rgb):
+                out[i] = image.mean(0, keepdim=True) if mode == "L" else image
     return out  # type: ignore[return-value]
 
 
@@ -152,13 +181,14 @@ class LatentDataset(IterableDataset):
         self._model_spec = model if model is not None else self.index["codec"]
         self._codec: Any = None
         # Item table from the tar headers: shard number, .ncf (offset, size), label.
-        shard_of, ncf_offset, ncf_size, labels = [], [], [], []
+        shard_of, ncf_offset, ncf_size, labels, keys = [], [], [], [], []
         for s, entry in enumerate(self.index["shards"]):
             members = shard_members(self.root / entry["name"], entry if verify else None)
             with open(self.root / entry["name"], "rb") as f:
                 for key in sorted(members):
                     parts = members[key]
                     shard_of.append(s)
+                    keys.append(key)
                     ncf_offset.append(parts[".ncf"][0])
                     ncf_size.append(parts[".ncf"][1])
                     if ".cls" in parts:
@@ -170,6 +200,7 @@ class LatentDataset(IterableDataset):
         self._offset = np.asarray(ncf_offset, dtype=np.int64)
         self._size = np.asarray(ncf_size, dtype=np.int64)
         self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.keys: list[str] = keys
         self._files: dict[int, Any] = {}
         self._pid = os.getpid()
 
@@ -243,11 +274,10 @@ class LatentDataset(IterableDataset):
             "latent": _stack_or_list(latents),
             "label": self.labels[items],
             "index": torch.tensor(items, dtype=torch.int64),
-            "key": [f"{i:09d}" for i in items],
+            "key": [self.keys[i] for i in items],
         }
         if self.return_media:
-            with torch.no_grad():
-                out["media"] = _stack_or_list([m.to(self.device) for m in self.codec.decompress(blobs)])
+            out["media"] = _stack_or_list(decode_media(self.codec, blobs, latents))
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -129,8 +129,9 @@ class LatentDataset(IterableDataset):
         shuffle: a new seeded order every epoch (see :meth:`set_epoch`); else packing order.
         seed: seed of the shuffle.
         drop_last: drop the last, smaller batch of each rank.
-        device: where latents are decoded and returned (``"cuda"`` when available);
-            with CUDA use ``num_workers=0`` in the DataLoader.
+        device: where latents are decoded and returned. ``"auto"``: CUDA when there is a GPU
+            and the dataset is read in the main process, else the CPU (DataLoader workers
+            decode on the CPU). An explicit ``"cuda"`` needs ``num_workers=0``.
         return_media: also decode the media (synthesis network) as ``batch["media"]``.
         rank, world_size: the share of the items this process reads (data-parallel).
         verify: check each shard's size and item count against the index on open.
@@ -159,7 +160,7 @@ class LatentDataset(IterableDataset):
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         return_media: bool = False,
         rank: int = 0,
         world_size: int = 1,
@@ -174,12 +175,13 @@ class LatentDataset(IterableDataset):
         self.index = read_index(self.root)
         self.classes: list[str] | None = self.index.get("classes")
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.device = torch.device(device)
+        self._device_spec = device if device == "auto" else torch.device(device)
         self.return_media = return_media
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self._model_spec = model if model is not None else self.index["codec"]
         self._codec: Any = None
+        self._model_given = not isinstance(self._model_spec, (str, os.PathLike))
         # Item table from the tar headers: shard number, .ncf (offset, size), label.
         shard_of, ncf_offset, ncf_size, labels, keys = [], [], [], [], []
         for s, entry in enumerate(self.index["shards"]):
@@ -238,7 +240,20 @@ class LatentDataset(IterableDataset):
 
     # -- reading -------------------------------------------------------------------------
     @property
+    def device(self) -> torch.device:
+        """The device latents are decoded on, in this process."""
+        in_worker = get_worker_info() is not None
+        if self._device_spec == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() and not in_worker else "cpu")
+        if self._device_spec.type == "cuda" and in_worker:
+            raise RuntimeError("LatentDataset(device='cuda') decodes in the main process: use DataLoader(num_workers=0) "
+                               "or device='auto' (CPU in workers)")
+        return self._device_spec
+
+    @property
     def codec(self) -> Any:
+        if self._codec is not None and self._codec.device != self.device and not self._model_given:
+            self._codec = None  # e.g. loaded on the GPU in the main process, now read in a CPU worker
         if self._codec is None:
             from .shards import _resolve_codec
 

@@ -62,7 +62,7 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
     from ..codecs.walloc import WaLLoC
 
     device = torch.device(device) if device is not None else codec.device
-    if not isinstance(codec, WaLLoC):
+    if type(codec) is not WaLLoC:  # subclasses (WaLLoC audio) lay out their files differently
         return [codec.latents(b).to(device) for b in blobs]
     out: list[torch.Tensor | None] = [None] * len(blobs)
     groups: dict[tuple[int, ...], list[tuple[int, list[bytes], str]]] = {}
@@ -96,7 +96,7 @@ def decode_media(codec: Any, blobs: Sequence[bytes], latents: Sequence[torch.Ten
     out: list[torch.Tensor | None] = [None] * len(blobs)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, blob in enumerate(blobs):
-        if isinstance(codec, WaLLoC):
+        if type(codec) is WaLLoC:
             c = Container.from_bytes(blob)
             mode = c.metadata.get("walloc", {}).get("mode")
             if mode in ("RGB", "L"):

@@ -229,10 +229,10 @@ def main() -> int:
         jpg_tr = write_files(xtr, work / "jpg" / "train", "jpg")
         t0 = time.perf_counter()
         pack([(x, int(y)) for x, y in zip(upsampled(xtr, args.scale), ytr)], work / "shards" / "train", model=codec,
-             shard_size=2000, batch_size=256, resume=True)
+             shard_size=2000, resume=True)
         pack_seconds = time.perf_counter() - t0
         pack([(x, int(y)) for x, y in zip(upsampled(xte, args.scale), yte)], work / "shards" / "test", model=codec,
-             shard_size=2000, batch_size=256, resume=True)
+             shard_size=2000, resume=True)
         sizes = {
             "shards_train": folder_bytes(work / "shards" / "train"),
             "png_train": folder_bytes(work / "png" / "train"),

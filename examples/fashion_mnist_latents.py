@@ -55,7 +55,7 @@ def main() -> None:
 
     # 1. Encode once (a progress bar on a terminal; resumes after an interruption).
     for split, n in (("train", args.train), ("test", args.test)):
-        pack(items(split, n), out / split, model=args.model, shard_size=2000, batch_size=256)
+        pack(items(split, n), out / split, model=args.model, shard_size=2000)
 
     # 2. Train on latents. Per-channel standardisation from one batch of the training set.
     train = LatentDataset(out / "train", model=args.model, batch_size=128, shuffle=True, seed=0)

@@ -61,7 +61,7 @@ def _shard_bytes(out: Path) -> dict[str, bytes]:
 
 
 def test_pack_read_round_trip(folder: Path, codec: WaLLoC, tmp_path: Path) -> None:
-    index = pack(folder, tmp_path, model=codec, shard_size=4, labels_from_dirs=True, batch_size=3, progress=False)
+    index = pack(folder, tmp_path, model=codec, shard_size=4, labels_from_dirs=True, progress=False)
     assert index["complete"] and index["items"] == 9
     assert [s["items"] for s in index["shards"]] == [4, 4, 1]
     assert index["classes"] == list(CLASSES)
@@ -93,7 +93,7 @@ def test_pack_read_round_trip(folder: Path, codec: WaLLoC, tmp_path: Path) -> No
 
 
 def test_decode_latents_batched_equals_single(codec: WaLLoC) -> None:
-    blobs = codec.compress(torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)))
+    blobs = [codec.compress(x) for x in torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))]
     blobs.append(codec.compress(torch.rand(3, 24, 16)))  # another latent size in the same call
     for latent, blob in zip(decode_latents(codec, blobs), blobs):
         assert torch.equal(latent, codec.latents(blob))

@@ -17,7 +17,7 @@ import click
 @click.option("-m", "--model", default="walloc-image-16x", show_default=True, help="Shipped model name or a saved model's .safetensors/.json path.")
 @click.option("--labels-from-dirs", is_flag=True, help="The first folder under SOURCE is each file's class (stored as .cls).")
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Items per shard.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Same-size images compressed together.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Same-size images compressed together (>1 only for codecs whose entropy model is batch-invariant).")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Encode shards in parallel with Dask on this many local processes (0: in this process).")
 @click.option("--no-resume", is_flag=True, help="Fail if OUTPUT already holds a (partly) packed dataset instead of continuing it.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (single-process packing).")

@@ -73,7 +73,7 @@ def pack_distributed(
     *,
     resume: bool = True,
     labels_from_dirs: bool = False,
-    batch_size: int = 16,
+    batch_size: int = 1,
     num_workers: int = 2,
     scheduler: Any = "processes",
     threads_per_worker: int | None = 1,

@@ -47,9 +47,9 @@ __all__ = ["LatentDataset", "decode_latents", "decode_media"]
 def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.device | None = None) -> list[torch.Tensor]:
     """Entropy-decode many ``.ncf`` blobs to latents, batched where the codec allows it.
 
-    For WaLLoC, items with the same latent size are decoded in one pass of the entropy
-    model per coding stage (the context nets run on ``device``; the rANS streams of all
-    items of a stage are decoded together); other codecs decode item by item with
+    For WaLLoC images, the rANS streams of all items with the same latent size are decoded
+    together, stage by stage (the context nets run on ``device``, one item at a time, so
+    their outputs match the encoder's bit for bit); other codecs decode item by item with
     ``codec.latents``. The result equals ``codec.latents(blob)`` for every blob.
 
     >>> import torch
@@ -78,10 +78,51 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
         groups.setdefault(size, []).append((i, [container.sections[n] for n in names], info["digest"]))
     with torch.no_grad():
         for size, members in groups.items():
-            q = codec.entropy.decompress([m[1] for m in members], size, [m[2] for m in members], device=device)
+            q = _decompress_item_nets(codec.entropy, [m[1] for m in members], size, [m[2] for m in members], device)
             for (i, _, _), latent in zip(members, q):
                 out[i] = latent
     return out  # type: ignore[return-value]
+
+
+def _decompress_item_nets(entropy: Any, streams: list[list[bytes]], size: tuple[int, ...], digests: list[str],
+                          device: torch.device) -> torch.Tensor:
+    """WaLLoC's ``HierarchicalContextModel.decompress`` with the context nets run item by item.
+
+    The rANS streams of all items of a stage are still decoded in one batch, but each item's
+    means and scales come from a batch-of-one pass of the nets, exactly as when the item was
+    encoded or is decoded alone: CPU convolutions round differently for other batch sizes
+    (~1e-6 here), enough to flip a table index and fail the decode.
+    """
+    from ..codecs.walloc import LATENT_LIMIT
+    from ..entropy import rans
+    from ..entropy.tables import tensor_hash
+
+    tables = entropy._tables()
+    stages = entropy.stages(size, device)
+    if any(len(s) != len(stages) for s in streams):
+        raise BitstreamError(f"expected {len(stages)} latent streams per item")
+    q = torch.zeros((len(streams), entropy.channels, *size), device=device)
+    used: list[list[torch.Tensor]] = [[] for _ in streams]
+    for i, (mask, _, (a, b)) in enumerate(stages):
+        idx, centre = [], []
+        for n in range(len(streams)):
+            mean, scale = entropy.params(q[n : n + 1], i, stages)
+            sel = (slice(None), slice(None), mask)
+            idx_n, centre_n = entropy._indexes(mean[sel], scale[sel])
+            idx.append(idx_n[0].cpu())
+            centre.append(centre_n[0])
+        sym = rans.decode_batch([s[i] for s in streams], idx, tables)
+        values = torch.stack(sym).long().to(device) + torch.stack(centre)
+        if bool((values.abs() > LATENT_LIMIT).any()):
+            raise BitstreamError("latent value out of range: corrupted stream")
+        view = q[:, a:b]
+        view[(slice(None), slice(None), mask)] = values.to(q.dtype)
+        for n in range(len(streams)):
+            used[n].append(idx[n])
+    for n, d in enumerate(digests):
+        if tensor_hash(*used[n]) != d:
+            raise BitstreamError("the entropy model's table indexes differ from the encoder's; cannot decode reliably")
+    return q
 
 
 def decode_media(codec: Any, blobs: Sequence[bytes], latents: Sequence[torch.Tensor]) -> list[torch.Tensor]:

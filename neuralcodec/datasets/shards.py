@@ -256,7 +256,7 @@ def _load_item(item: _Item) -> tuple[torch.Tensor, dict[str, Any]]:
     return item.media, {}
 
 
-def encode_items(codec: Any, items: Sequence[_Item], first_index: int, batch_size: int = 16) -> list[ShardRecord]:
+def encode_items(codec: Any, items: Sequence[_Item], first_index: int, batch_size: int = 1) -> list[ShardRecord]:
     """Encode ``items`` (numbered from ``first_index``) to shard records.
 
     Consecutive items with the same shape and container metadata are compressed as one
@@ -578,7 +578,7 @@ def pack(
     *,
     resume: bool = True,
     labels_from_dirs: bool = False,
-    batch_size: int = 16,
+    batch_size: int = 1,
     device: str | torch.device | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
@@ -595,7 +595,9 @@ def pack(
         resume: continue an interrupted run in ``out_dir`` (the same source and model);
             with ``False`` an existing packed folder is an error.
         labels_from_dirs: the first folder under a folder ``source`` is the class.
-        batch_size: images of one shape compressed together.
+        batch_size: images of one shape compressed together. Keep 1 (the default) unless the
+            codec's entropy model is batch-invariant: WaLLoC's context nets round differently
+            on the CPU for other batch sizes, and a file must be decodable on its own.
         device: where the encoder runs (default: the model's device).
         progress: show a progress bar (default: when stderr is a terminal).
 

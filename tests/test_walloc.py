@@ -216,7 +216,8 @@ def test_shipped_model_loads_and_codes_smooth_image():
     blob = codec.compress(x)
     out = codec.decompress(blob)
     psnr = -10 * math.log10(float(torch.mean((torch.round(out * 255) / 255 - x) ** 2)))
-    assert psnr > 30.0
+    flat = -10 * math.log10(float(torch.mean((x - x.mean((1, 2), keepdim=True)) ** 2)))
+    assert psnr > 25.0 and psnr > flat + 10  # far better than the image's mean colour
     bpp = len(blob) * 8 / (64 * 96)
     assert 0 < bpp < 4
     assert torch.equal(codec.latents(blob), codec.quantized_latents(x.unsqueeze(0))[0])

@@ -635,7 +635,13 @@ class WaLLoC(Codec):
         x = x.to(self.device)
         _, alpha, mode = self._prepare(x)
         q = self.quantized_latents(x)
-        streams, digests = self.entropy.compress(q)
+        # Context parameters item by item: the decoder sees one item at a time, and a batched
+        # CPU convolution may round differently from a single-item one.
+        streams, digests = [], []
+        for b in range(q.shape[0]):
+            s_b, d_b = self.entropy.compress(q[b : b + 1])
+            streams += s_b
+            digests += d_b
         meta_base = dict(metadata or {})
         blobs = []
         for b in range(x.shape[0]):

@@ -595,9 +595,9 @@ def pack(
         resume: continue an interrupted run in ``out_dir`` (the same source and model);
             with ``False`` an existing packed folder is an error.
         labels_from_dirs: the first folder under a folder ``source`` is the class.
-        batch_size: images of one shape compressed together. Keep 1 (the default) unless the
-            codec's entropy model is batch-invariant: WaLLoC's context nets round differently
-            on the CPU for other batch sizes, and a file must be decodable on its own.
+        batch_size: images of one shape compressed together. Only for codecs that code a
+            batch exactly as the items alone (every file must decode on its own); WaLLoC
+            does (its context nets run item by item), but batches gain little on the CPU.
         device: where the encoder runs (default: the model's device).
         progress: show a progress bar (default: when stderr is a terminal).
 

@@ -135,7 +135,7 @@ def test_chunked_decode_equals_overlap_add_of_independent_chunks():
     for k, (start, length) in enumerate(plan):
         piece = padded[:, start:start + length]
         rms = piece.double().pow(2).mean().sqrt()
-        gain = 0.1 * 2 ** (round(16 * math.log2(float(rms) / 0.1)) / 16)
+        gain = 2 ** (round(16 * math.log2(float(rms) / 0.1)) / 16)  # the network sees the chunk at RMS 0.1
         q = torch.round(m.analysis((piece / gain)[None]))
         w = m._window(length, k == 0, k == len(plan) - 1, torch.device("cpu"))
         expected[:, start:start + length] += m.synthesis(q)[0] * gain * w
@@ -269,3 +269,9 @@ def test_shipped_model_codes_music_at_a_sane_rate():
     kbps = len(blob) * 8 / 1.0 / 1000
     assert 1 < kbps < 300
     assert torch.equal(codec.latents(blob), codec.quantized_latents(x))
+    # the coding path feeds the network what it was trained on (chunks at target RMS): its
+    # coded size is close to the model's own estimate on the same signal
+    with torch.no_grad():
+        y = torch.round(codec.analysis(x[None, :, :44032] * (codec.target_rms / x.pow(2).mean().sqrt())))
+        estimate = float(-torch.log2(codec.entropy(y, y)).sum()) / 8
+    assert len(blob) < 1.5 * estimate + 2000

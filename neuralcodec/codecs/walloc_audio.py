@@ -182,7 +182,8 @@ class WaLLoCAudio(WaLLoC):
 
     @staticmethod
     def _gains(codes: Tensor, target: float) -> Tensor:
-        g = target * torch.exp2(codes.double() / GAIN_STEPS)
+        """Scale factors (chunk RMS / ``target``): the network codes ``chunk / gain`` at ``target`` RMS."""
+        g = torch.exp2(codes.double() / GAIN_STEPS)
         return torch.where(codes == SILENT, torch.zeros_like(g), g).float()
 
     def _rate_for(self, sample_rate: int) -> int:

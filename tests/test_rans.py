@@ -421,3 +421,17 @@ def test_threads_encoding_at_once_get_their_own_buffers():
         results = list(pool.map(work, range(8)))
     for k, blobs in enumerate(results):
         assert blobs == [expected[k % 4]] * 3
+
+
+def test_batch_with_empty_items_round_trips():
+    # A batch made only of zero-symbol streams (tiny images, short audio chunks) has no lanes at all.
+    cdf = torch.tensor([[0, 30000, 65535, 65536]], dtype=torch.int32)
+    lengths, offsets = torch.tensor([4], dtype=torch.int32), torch.tensor([0], dtype=torch.int32)
+    empty = torch.zeros(0, dtype=torch.int32)
+    encode_batch, decode_batch = rans.encode_batch, rans.decode_batch
+    blobs = encode_batch([empty, empty], [empty, empty], cdf, lengths, offsets)
+    assert [t.numel() for t in decode_batch(blobs, [empty, empty], cdf, lengths, offsets)] == [0, 0]
+    mixed = [empty, torch.tensor([1, 0, 2, -3], dtype=torch.int32)]
+    idx = [empty, torch.zeros(4, dtype=torch.int32)]
+    out = decode_batch(encode_batch(mixed, idx, cdf, lengths, offsets), idx, cdf, lengths, offsets)
+    assert out[0].numel() == 0 and out[1].tolist() == [1, 0, 2, -3]

@@ -828,6 +828,8 @@ def _encode_rows_numpy(
     ``reuse`` both live in this thread's reused buffers (valid until its next call).
     """
     n = freq.size
+    if lanes == 0:  # only empty items (a batch of zero-symbol streams): nothing to code
+        return np.full((1, 0), STATE_LOWER, dtype=np.uint32), np.zeros((0, 0), dtype=bool)
     full, rest = divmod(n, lanes)
     steps = full + (rest > 0)
     if reuse:

@@ -80,6 +80,16 @@ class Codec(nn.Module):
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.hexdigest()[:16]
 
+    def check_origin(self, container: Any) -> None:
+        """Raise :class:`~neuralcodec.ModelMismatchError` unless ``container`` was made by this model."""
+        if container.codec != self.name or container.weights_hash != self.weights_hash():
+            from ..errors import ModelMismatchError
+
+            raise ModelMismatchError(
+                f"this file was made by {container.codec!r} (weights {container.weights_hash}); "
+                f"this model is {self.name!r} (weights {self.weights_hash()})"
+            )
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():

@@ -46,7 +46,6 @@ Images of any size are padded (reflect) to a multiple of 64 and cropped back.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, Sequence
 
 import torch
@@ -59,12 +58,12 @@ from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms.wavelets import crop_to, pad_to_multiple
 from .base import Codec
+from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
 from .registry import register_architecture
 
 __all__ = ["HyperpriorCodec", "FixedPointSynthesis", "VARIANTS"]
 
 VARIANTS = ("scale", "mean")
-_MAX_PIXELS = 1 << 28  # largest image we agree to decode (about 268 MP)
 _EXACT_LIMIT = float(2**52)  # float64 holds every integer below 2**53: keep a margin
 _LEAKY_SHIFT = 6  # integer leaky ReLU: negative values divided by 2**6 (slope 1/64)
 
@@ -343,14 +342,7 @@ class HyperpriorCodec(Codec):
     # -- coding path ---------------------------------------------------------------------
     def _prepare(self, x: Tensor) -> tuple[Tensor, Tensor | None, str]:
         """(B, C, H, W) in [0,1] with C in {1, 3, 4} -> RGB for the network, alpha, mode."""
-        c = x.shape[1]
-        if c == 1:
-            return x.expand(-1, 3, -1, -1), None, "L"
-        if c == 3:
-            return x, None, "RGB"
-        if c == 4:
-            return x[:, :3], x[:, 3], "RGBA"
-        raise ValueError(f"expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
+        return split_image_modes(x)
 
     def _check_ready(self) -> None:
         if not (self.entropy_bottleneck.has_tables() and self.gaussian_conditional.has_tables()):
@@ -398,8 +390,7 @@ class HyperpriorCodec(Codec):
         for b in range(x.shape[0]):
             sections = {"z": z_streams[b], "y": y_streams[b]}
             if alpha is not None:
-                a8 = torch.round(alpha[b].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().tobytes()
-                sections["alpha"] = zlib.compress(a8, 9)
+                sections["alpha"] = alpha_section(alpha[b])
             meta = dict(metadata or {})
             means_b = None if enc["means"] is None else enc["means"][b]
             meta["hyperprior"] = {"mode": mode, "latent": list(enc["y_symbols"].shape[2:]),
@@ -410,28 +401,11 @@ class HyperpriorCodec(Codec):
         return blobs[0] if single else blobs
 
     def _open(self, blob: bytes) -> tuple[Container, dict[str, Any]]:
-        c = Container.from_bytes(blob)
-        if c.codec != self.name or c.weights_hash != self.weights_hash():
-            raise ModelMismatchError(
-                f"this file was made by {c.codec!r} (weights {c.weights_hash}); this model is "
-                f"{self.name!r} (weights {self.weights_hash()})"
-            )
-        info = c.metadata.get("hyperprior") if isinstance(c.metadata, dict) else None
-        shape = tuple(c.shape)
-        if not isinstance(info, dict) or len(shape) != 3:
-            raise BitstreamError("not a hyperprior image file (missing or malformed 'hyperprior' metadata)")
-        mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
-        chans = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode)  # type: ignore[arg-type]
-        if chans is None or shape[0] != chans:
-            raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
-        h, w = shape[1], shape[2]
-        if h * w > _MAX_PIXELS:
-            raise BitstreamError(f"image of {h}x{w} pixels is larger than this decoder accepts")
         m = self.multiple
-        expected = [-(-h // m) * 4, -(-w // m) * 4]
-        if latent != expected or not isinstance(digest, str):
-            raise BitstreamError(f"latent size {latent!r} does not match the image size {h}x{w}")
-        allowed = {"z", "y"} | ({"alpha"} if mode == "RGBA" else set())
+        c, info = open_image_container(
+            self, blob, "hyperprior", "hyperprior", lambda h, w: [-(-h // m) * 4, -(-w // m) * 4]
+        )
+        allowed = {"z", "y"} | ({"alpha"} if info["mode"] == "RGBA" else set())
         if set(c.sections) != allowed:
             raise BitstreamError(f"unexpected sections {sorted(c.sections)}; expected {sorted(allowed)}")
         return c, info
@@ -475,15 +449,4 @@ class HyperpriorCodec(Codec):
         y_hat, c, info = self._latents_one(blob)
         chans, h, w = c.shape
         rgb = crop_to(self.g_s(y_hat.unsqueeze(0)), (h, w))[0].clamp(0, 1)
-        if info["mode"] == "L":
-            return rgb.mean(0, keepdim=True)
-        if info["mode"] == "RGBA":
-            try:
-                raw = zlib.decompressobj().decompress(c.sections["alpha"], h * w + 1)
-            except zlib.error as e:
-                raise BitstreamError(f"corrupted alpha section: {e}") from None
-            if len(raw) != h * w:
-                raise BitstreamError("alpha section has the wrong size")
-            alpha = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(1, h, w).to(rgb.device).float() / 255
-            return torch.cat([rgb, alpha], 0)
-        return rgb
+        return restore_image_mode(rgb, info["mode"], c)

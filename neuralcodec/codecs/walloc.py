@@ -45,7 +45,6 @@ torch.Size([3, 20, 30])
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, Sequence
 
 import torch
@@ -56,9 +55,10 @@ from torch import Tensor, nn
 from ..entropy import Container
 from ..entropy import rans
 from ..entropy.tables import default_scale_table, tables_from_pmfs, tensor_hash
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from ..transforms import IWPT, WPT, crop_to, pad_to_multiple
 from .base import Codec
+from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
 from .registry import register_architecture
 
 __all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "LatentDecoder"]
@@ -66,7 +66,6 @@ __all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "LatentDec
 LATENT_LIMIT = 127.0  # latents stay in int8 range (and in an 8-bit mosaic for comparisons)
 _LIKELIHOOD_BOUND = 1e-9
 _MEAN_BINS = 4  # fractional-mean bins of the coding tables
-_MAX_PIXELS = 1 << 28  # largest image we agree to decode (about 268 MP)
 
 
 def _conv(nd: int, *args: Any, **kwargs: Any) -> nn.Module:
@@ -594,14 +593,7 @@ class WaLLoC(Codec):
     # -- coding path ---------------------------------------------------------------------
     def _prepare(self, x: Tensor) -> tuple[Tensor, Tensor | None, str]:
         """(B, C, H, W) in [0,1] with C in {1, 3, 4} -> RGB for the network, alpha, mode."""
-        c = x.shape[1]
-        if c == 1:
-            return x.expand(-1, 3, -1, -1), None, "L"
-        if c == 3:
-            return x, None, "RGB"
-        if c == 4:
-            return x[:, :3], x[:, 3], "RGBA"
-        raise ValueError(f"expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
+        return split_image_modes(x)
 
     @torch.no_grad()
     def quantized_latents(self, x: Tensor) -> Tensor:
@@ -647,8 +639,7 @@ class WaLLoC(Codec):
         for b in range(x.shape[0]):
             sections = {f"g{g}": s for g, s in enumerate(streams[b])}
             if alpha is not None:
-                a8 = torch.round(alpha[b].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().tobytes()
-                sections["alpha"] = zlib.compress(a8, 9)
+                sections["alpha"] = alpha_section(alpha[b])
             meta = dict(meta_base)
             meta["walloc"] = {"mode": mode, "latent": list(q.shape[2:]), "digest": digests[b]}
             blobs.append(
@@ -657,28 +648,8 @@ class WaLLoC(Codec):
         return blobs[0] if single else blobs
 
     def _open(self, blob: bytes) -> tuple[Container, dict[str, Any]]:
-        c = Container.from_bytes(blob)
-        if c.codec != self.name or c.weights_hash != self.weights_hash():
-            raise ModelMismatchError(
-                f"this file was made by {c.codec!r} (weights {c.weights_hash}); this model is "
-                f"{self.name!r} (weights {self.weights_hash()})"
-            )
-        info = c.metadata.get("walloc") if isinstance(c.metadata, dict) else None
-        shape = tuple(c.shape)
-        if not isinstance(info, dict) or len(shape) != 3:
-            raise BitstreamError("not a WaLLoC image file (missing or malformed 'walloc' metadata)")
-        mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
-        chans = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode)  # type: ignore[arg-type]
-        if chans is None or shape[0] != chans:
-            raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
-        h, w = shape[1], shape[2]
-        if h * w > _MAX_PIXELS:
-            raise BitstreamError(f"image of {h}x{w} pixels is larger than this decoder accepts")
         m = self.multiple
-        expected = [-(-h // m), -(-w // m)]
-        if latent != expected or not isinstance(digest, str):
-            raise BitstreamError(f"latent size {latent!r} does not match the image size {h}x{w}")
-        return c, info
+        return open_image_container(self, blob, "walloc", "WaLLoC", lambda h, w: [-(-h // m), -(-w // m)])
 
     @torch.no_grad()
     def _latents_one(self, blob: bytes) -> tuple[Tensor, Container, dict[str, Any]]:
@@ -707,15 +678,4 @@ class WaLLoC(Codec):
         chans, h, w = c.shape
         rgb = self.synthesis(q.unsqueeze(0))[0].clamp(0, 1)
         rgb = rgb[:, :h, :w]
-        if info["mode"] == "L":
-            return rgb.mean(0, keepdim=True)
-        if info["mode"] == "RGBA":
-            try:
-                raw = zlib.decompressobj().decompress(c.sections["alpha"], h * w + 1)
-            except zlib.error as e:
-                raise BitstreamError(f"corrupted alpha section: {e}") from None
-            if len(raw) != h * w:
-                raise BitstreamError("alpha section has the wrong size")
-            alpha = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(1, h, w).to(rgb.device).float() / 255
-            return torch.cat([rgb, alpha], 0)
-        return rgb
+        return restore_image_mode(rgb, info["mode"], c)

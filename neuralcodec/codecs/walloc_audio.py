@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from ..entropy import Container
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError
 from .registry import register_architecture
 from .walloc import WaLLoC
 
@@ -333,11 +333,7 @@ class WaLLoCAudio(WaLLoC):
     # -- decoding ----------------------------------------------------------------------------
     def _open(self, blob: bytes) -> tuple[Container, dict[str, Any]]:  # type: ignore[override]
         c = Container.from_bytes(blob)
-        if c.codec != self.name or c.weights_hash != self.weights_hash():
-            raise ModelMismatchError(
-                f"this file was made by {c.codec!r} (weights {c.weights_hash}); this model is "
-                f"{self.name!r} (weights {self.weights_hash()})"
-            )
+        self.check_origin(c)
         info = c.metadata.get("walloc_audio") if isinstance(c.metadata, dict) else None
         shape = tuple(c.shape)
         if c.modality != "audio" or not isinstance(info, dict) or len(shape) != 2:

@@ -235,6 +235,33 @@ def test_cli_encode_decode_info_with_saved_tiny_model(tmp_path):
     assert rate == 44100 and y.shape == x.shape and snr_db(x, y) > 20.0
 
 
+def test_cli_streams_long_audio_with_the_same_bytes_as_whole_file_coding(tmp_path, monkeypatch):
+    # The CLI codes audio block by block (bounded memory); the file must equal whole-file coding.
+    from neuralcodec.apps import coding
+    from neuralcodec.apps.cli import main
+    from neuralcodec.codecs.registry import load, save
+    from neuralcodec.datasets.media import read_media, write_audio
+
+    monkeypatch.setattr(coding, "STREAM_FRAMES", 700)  # several blocks per codec chunk and across chunks
+    m = tiny()
+    m.name = "tiny-audio"
+    model = str(save(m, tmp_path / "tiny-audio")) + ".json"
+    x = music(2, 5003)
+    write_audio(tmp_path / "in.wav", x, 44100, subtype="FLOAT")
+    calls = []
+    real = coding._encode_audio_stream
+    monkeypatch.setattr(coding, "_encode_audio_stream", lambda *a: calls.append(1) or real(*a))
+    assert main(["encode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "a.ncf"), "--model", model, "-q"]) == 0
+    assert calls, "audio at the model's rate must take the streaming path"
+    codec = load(model)
+    media = read_media(tmp_path / "in.wav")
+    assert (tmp_path / "a.ncf").read_bytes() == codec.compress(media.data, metadata=media.metadata)
+    assert main(["decode", str(tmp_path / "a.ncf"), "-o", str(tmp_path / "out.wav"), "--model", model, "-q"]) == 0
+    y = read_media(tmp_path / "out.wav").data
+    whole = codec.decompress((tmp_path / "a.ncf").read_bytes())
+    assert y.shape == x.shape and torch.allclose(y, whole, atol=1e-6)
+
+
 def test_train_function_exports_loadable_model(tmp_path):
     from neuralcodec.apps.train_walloc_audio import AudioTrainConfig, train_walloc_audio
     from neuralcodec.codecs.registry import load

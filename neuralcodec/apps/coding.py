@@ -229,7 +229,7 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
       codec encode photos/ -o compressed/        # mirrors photos/a.png -> compressed/a.ncf
       codec encode song.flac -o song.ncf --model walloc-audio
     """
-    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, read_media
+    from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, modality_of, read_media
     from ..entropy.container import Container
 
     models = _Models(_device(device))
@@ -242,30 +242,84 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         import torch
 
         _check_target(job.target, overwrite)
-        media = read_media(job.source)
+        modality = modality_of(job.source)
         try:
-            codec, _ = models.get(model or DEFAULT_MODELS[media.modality])
+            codec, _ = models.get(model or DEFAULT_MODELS[modality])
         except ModelNotFoundError as e:
             if model is not None:
                 raise
-            raise ModelNotFoundError(f"no default {media.modality} model installed ({e}); pass --model NAME or PATH") from None
-        if codec.modality != media.modality:
-            raise NeuralCodecError(
-                f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {media.modality}"
-            )
-        with torch.inference_mode():
-            blob = codec.compress(media.data.to(models.device), metadata=media.metadata)
+            raise ModelNotFoundError(f"no default {modality} model installed ({e}); pass --model NAME or PATH") from None
+        if codec.modality != modality:
+            raise NeuralCodecError(f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {modality}")
+        streamed = _encode_audio_stream(codec, job.source) if modality == "audio" else None
+        if streamed is not None:  # long audio: bounded memory, same bytes as compress()
+            blob, shape = streamed
+        else:
+            media = read_media(job.source)
+            with torch.inference_mode():
+                blob = codec.compress(media.data.to(models.device), metadata=media.metadata)
+            shape = tuple(media.data.shape)
         if not isinstance(blob, (bytes, bytearray)):
             raise NeuralCodecError(f"{job.source}: codec returned {type(blob).__name__}, not bytes")
         container = Container.from_bytes(blob)  # never write a file we could not read back
-        if container.shape != tuple(media.data.shape):
-            raise NeuralCodecError(f"{job.source}: codec stored shape {container.shape}, input is {tuple(media.data.shape)}")
+        if container.shape != shape:
+            raise NeuralCodecError(f"{job.source}: codec stored shape {container.shape}, input is {shape}")
         with atomic_output(job.target, overwrite=overwrite) as tmp:
             tmp.write_bytes(blob)
         return f"{job.source} -> {job.target}: {_human_bytes(len(blob))}, {_rate_text(_rate(container.modality, container.shape, container.metadata, len(blob)))}"
 
     _finish(failures, _run(jobs, work, quiet, "encode", failures), "encoded")
 
+
+
+# -- streaming audio ----------------------------------------------------------------------------
+
+STREAM_FRAMES = 1 << 18  # samples read or written per step when an audio codec streams
+
+
+def _encode_audio_stream(codec: Any, path: Path) -> tuple[bytes, tuple[int, ...]] | None:
+    """Encode an audio file block by block when the codec streams at the file's rate, else None.
+
+    Holds a few blocks of audio at a time (a 10-minute track never sits in memory whole); the
+    bytes equal ``codec.compress(read_media(path).data, metadata)``.
+    """
+    import torch
+
+    from ..datasets.media import audio_info, iter_audio
+
+    can_stream = getattr(codec, "can_stream", None)
+    info = audio_info(path)
+    if can_stream is None or info["frames"] == 0 or not can_stream(info["sample_rate"]):
+        return None
+    meta = {k: info[k] for k in ("sample_rate", "subtype", "format", "source")}
+    with torch.inference_mode():
+        blob = codec.compress_stream(iter_audio(path, STREAM_FRAMES), info["sample_rate"], metadata=meta)
+    return blob, (info["channels"], info["frames"])
+
+
+def _decode_audio_stream(codec: Any, blob: bytes, container: Any, meta: dict[str, Any], target: Path,
+                         overwrite: bool) -> bool:
+    """Decode audio chunk by chunk straight into the output file when the codec can; True if done."""
+    import torch
+
+    from ..datasets.media import audio_writer
+
+    if container.modality != "audio" or not hasattr(codec, "decompress_stream"):
+        return False
+    if not getattr(codec, "can_stream", lambda rate: False)(int(meta["sample_rate"])):
+        return False
+    channels, frames = container.shape
+    written = 0
+    with torch.inference_mode(), audio_writer(target, int(meta["sample_rate"]), channels,
+                                              subtype=meta.get("subtype"), overwrite=overwrite) as out:
+        for piece in codec.decompress_stream(blob):
+            if piece.shape[0] != channels:
+                raise NeuralCodecError(f"codec decoded {piece.shape[0]} channels, the file says {channels}")
+            out.write(piece.float().cpu())
+            written += piece.shape[1]
+        if written != frames:  # raising inside the block leaves no output file
+            raise NeuralCodecError(f"codec decoded {written} samples, the file says {frames}")
+    return True
 
 # -- decode -----------------------------------------------------------------------------------
 
@@ -367,6 +421,8 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
             )
         if codec.modality != container.modality:
             raise ModelMismatchError(f"{job.source}: model {codec.name!r} codes {codec.modality}, the file holds {container.modality}")
+        if _decode_audio_stream(codec, blob, container, meta, target, overwrite):
+            return f"{job.source} -> {target}"
         with torch.inference_mode():
             decoded = codec.decompress(blob)
         if not isinstance(decoded, torch.Tensor):

@@ -186,6 +186,11 @@ class WaLLoCAudio(WaLLoC):
         g = torch.exp2(codes.double() / GAIN_STEPS)
         return torch.where(codes == SILENT, torch.zeros_like(g), g).float()
 
+    def can_stream(self, sample_rate: int) -> bool:
+        """Whether audio at ``sample_rate`` is coded without resampling, so chunk by chunk
+        (:meth:`compress_stream` / :meth:`decompress_stream`) with bounded memory."""
+        return self._rate_for(int(sample_rate)) == int(sample_rate)
+
     def _rate_for(self, sample_rate: int) -> int:
         if abs(sample_rate - self.sample_rate) <= _RATE_TOLERANCE * self.sample_rate:
             return sample_rate

@@ -37,6 +37,7 @@ class Codec(nn.Module):
         self.config: dict[str, Any] = dict(config)
         # The registry sets this to the shipped model's name ("walloc-image-16x").
         self.name: str = self.architecture
+        self._hash_cache: str | None = None  # weights_hash() in eval mode (see there)
 
     # -- continuous path -------------------------------------------------
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,13 @@ class Codec(nn.Module):
     def weights_hash(self) -> str:
         """Short hex hash of the parameters and buffers; written into every bitstream.
 
-        Decoding a file with different weights is then a clear error, not garbage.
+        Decoding a file with different weights is then a clear error, not garbage. In eval
+        mode the hash is computed once and cached (every compress/decompress asks for it);
+        ``train()``/``eval()`` and loading a state dict forget it, and a subclass whose
+        ``update()`` rebuilds buffers must reset ``self._hash_cache`` too.
         """
+        if self._hash_cache is not None and not self.training:
+            return self._hash_cache
         h = hashlib.sha256()
         for key, value in sorted(self.state_dict().items()):
             t = value.detach().to("cpu").contiguous()
@@ -78,7 +84,18 @@ class Codec(nn.Module):
             h.update(str(tuple(t.shape)).encode())
             # reshape(-1): a 0-d tensor cannot be viewed as bytes directly
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()[:16]
+        digest = h.hexdigest()[:16]
+        if not self.training:
+            self._hash_cache = digest
+        return digest
+
+    def train(self, mode: bool = True) -> "Codec":
+        self._hash_cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._hash_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def check_origin(self, container: Any) -> None:
         """Raise :class:`~neuralcodec.ModelMismatchError` unless ``container`` was made by this model."""

@@ -254,7 +254,6 @@ class HyperpriorCodec(Codec):
         # Integer thresholds of the scale table: index = #{k < K-1 : S > thresholds[k]} for an
         # integer scale S at scale 2**-act_bits (the same rule as CompressAI's build_indexes).
         self.register_buffer("scale_thresholds", self._thresholds(), persistent=False)
-        self._hash_cache: str | None = None
 
     def _thresholds(self) -> Tensor:
         table = self.gaussian_conditional.scale_table.detach().to("cpu", torch.float64)
@@ -290,23 +289,6 @@ class HyperpriorCodec(Codec):
     def aux_loss(self) -> Tensor:
         """The EntropyBottleneck's quantile loss (train with its own optimizer, as CompressAI)."""
         return self.entropy_bottleneck.loss()
-
-    # -- identity ------------------------------------------------------------------------
-    def weights_hash(self) -> str:
-        if self.training or self._hash_cache is None:
-            h = super().weights_hash()
-            if self.training:
-                return h
-            self._hash_cache = h
-        return self._hash_cache
-
-    def train(self, mode: bool = True) -> "HyperpriorCodec":
-        self._hash_cache = None
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._hash_cache = None
-        super()._load_from_state_dict(*args, **kwargs)
 
     def update(self, force: bool = True) -> None:
         """Build the integer tables of both entropy models (after training)."""

@@ -514,7 +514,6 @@ class WaLLoC(Codec):
         with torch.no_grad():
             self.decoder.linear.weight.copy_(self.encoder.weight.transpose(0, 1))
         self.entropy = HierarchicalContextModel(dims, latent_channels, context_levels, context_hidden, context_splits)
-        self._hash_cache: str | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def _gain(self) -> Tensor:
@@ -567,23 +566,6 @@ class WaLLoC(Codec):
             y_noisy = torch.round(y)
         likelihoods = self.entropy(y_noisy, y_round)
         return {"x_hat": self.synthesis(y_round), "likelihoods": {"y": likelihoods}, "y": y}
-
-    # -- identity ------------------------------------------------------------------------
-    def weights_hash(self) -> str:
-        if self.training or self._hash_cache is None:
-            h = super().weights_hash()
-            if self.training:
-                return h
-            self._hash_cache = h
-        return self._hash_cache
-
-    def train(self, mode: bool = True) -> "WaLLoC":
-        self._hash_cache = None
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._hash_cache = None
-        super()._load_from_state_dict(*args, **kwargs)
 
     def update(self) -> None:
         """Build the entropy coder's integer tables (after training)."""

@@ -45,7 +45,6 @@ Images of any size are padded (reflect) to a multiple of 64 and cropped back.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch

@@ -54,9 +54,9 @@ from torch import Tensor, nn
 
 from ..entropy import Container
 from ..entropy import rans
-from ..entropy.tables import default_scale_table, tables_from_pmfs, tensor_hash
+from ..entropy.tables import tables_from_pmfs, tensor_hash
 from ..errors import BitstreamError
-from ..transforms import IWPT, WPT, crop_to, pad_to_multiple
+from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
 from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
 from .registry import register_architecture

@@ -122,6 +122,15 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 if step >= cfg.decay_at * cfg.steps else 1.0)
 
 
+def _timed_lr_at(cfg: Any, step: int, elapsed_s: float) -> float:
+    """Step decay (÷10) at ``cfg.decay_at`` of the run, measured in steps or, with
+    ``cfg.max_minutes``, in wall time (the hyperprior and audio recipes)."""
+    progress = step / max(cfg.steps, 1)
+    if cfg.max_minutes:
+        progress = max(progress, elapsed_s / (60 * cfg.max_minutes))
+    return cfg.lr * (0.1 if progress >= cfg.decay_at else 1.0)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command: str | None = None) -> Path:
     """Run (or resume) a training run; returns the path of the exported model (no suffix)."""
     from ..codecs.registry import build, save

@@ -62,14 +62,6 @@ class HyperpriorTrainConfig:
     eval_data: str | None = None  # folder of images measured after training (the card's results)
 
 
-def _lr_at(cfg: HyperpriorTrainConfig, step: int, elapsed_s: float) -> float:
-    """Step decay at ``decay_at`` of the run, measured in steps or, with ``max_minutes``, in time."""
-    progress = step / max(cfg.steps, 1)
-    if cfg.max_minutes:
-        progress = max(progress, elapsed_s / (60 * cfg.max_minutes))
-    return cfg.lr * (0.1 if progress >= cfg.decay_at else 1.0)
-
-
 def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
     """Mean bpp (whole ``.ncf`` bytes), PSNR (RGB, 8-bit-rounded output) over a folder of images.
 
@@ -108,7 +100,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     from ..codecs.hyperprior import HyperpriorCodec
     from ..codecs.registry import save
     from ..datasets.images import ImageCropDataset
-    from .train import _atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state
+    from .train import _atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state, _timed_lr_at
 
     name = cfg.name or f"hyperprior-{cfg.variant}"
     out = Path(cfg.out)
@@ -170,7 +162,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
                 stopped_early = True
                 break
             t0 = time.time()
-            lr = _lr_at(cfg, step, elapsed)
+            lr = _timed_lr_at(cfg, step, elapsed)
             for group in opt.param_groups:
                 group["lr"] = lr
             x = data.sample(cfg.batch_size, rng)

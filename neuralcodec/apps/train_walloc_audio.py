@@ -67,13 +67,6 @@ class AudioTrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)  # extra WaLLoCAudio arguments
 
 
-def _lr_at(cfg: AudioTrainConfig, step: int, elapsed_s: float) -> float:
-    progress = step / max(cfg.steps, 1)
-    if cfg.max_minutes:
-        progress = max(progress, elapsed_s / (60 * cfg.max_minutes))
-    return cfg.lr * (0.1 if progress >= cfg.decay_at else 1.0)
-
-
 def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bool = True,
                        command: str | None = None) -> Path:
     """Run (or resume) a training run; returns the exported model's path (no suffix)."""
@@ -83,7 +76,8 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
 
     from ..codecs.registry import build, save
     from ..datasets.audio import AudioCropDataset
-    from .train import _atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state, fit_entropy_model
+    from .train import (_atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state,
+                        _timed_lr_at, fit_entropy_model)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +140,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
     try:
         while step < cfg.steps and not (cfg.max_minutes and elapsed >= 60 * cfg.max_minutes):
             t0 = time.time()
-            lr = _lr_at(cfg, step, elapsed)
+            lr = _timed_lr_at(cfg, step, elapsed)
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
             x = data.sample(cfg.batch_size, rng)

@@ -51,6 +51,9 @@ from .train import train_command  # noqa: E402  (codec train walloc-image)
 from .train_hyperprior import train_group  # noqa: E402  (codec train hyperprior; other presets -> train_command)
 
 cli.add_command(train_group(train_command))
+from .train_walloc_video import walloc_video_command  # noqa: E402  (codec train walloc-video)
+
+cli.commands["train"].add_command(walloc_video_command)  # type: ignore[attr-defined]
 from .pack import pack_command, unpack_command  # noqa: E402  (codec pack | unpack)
 
 cli.add_command(pack_command)

@@ -252,7 +252,9 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         if codec.modality != modality:
             raise NeuralCodecError(f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {modality}")
         streamed = _encode_audio_stream(codec, job.source) if modality == "audio" else None
-        if streamed is not None:  # long audio: bounded memory, same bytes as compress()
+        if streamed is None and modality == "video":
+            streamed = _encode_video_stream(codec, job.source)
+        if streamed is not None:  # long audio/video: bounded memory, same bytes as compress()
             blob, shape = streamed
         else:
             media = read_media(job.source)
@@ -320,6 +322,89 @@ def _decode_audio_stream(codec: Any, blob: bytes, container: Any, meta: dict[str
         if written != frames:  # raising inside the block leaves no output file
             raise NeuralCodecError(f"codec decoded {written} samples, the file says {frames}")
     return True
+
+# -- streaming video ----------------------------------------------------------------------------
+
+
+def _encode_video_stream(codec: Any, path: Path) -> tuple[bytes, tuple[int, ...]] | None:
+    """Encode a video GOP by GOP when the codec can (``compress_stream``), else None.
+
+    Holds one GOP of decoded frames at a time; the bytes equal
+    ``codec.compress(read_media(path).data, metadata)``.
+    """
+    import torch
+
+    from ..datasets.media import _fps_fraction, _open_video, iter_video
+
+    if not hasattr(codec, "compress_stream") or codec.modality != "video":
+        return None
+    container, stream = _open_video(path)
+    with container:
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        meta = {"codec": stream.codec_context.name, "format": container.format.name, "source": path.name}
+    if not rate:
+        raise MediaError(f"{path}: the video has no frame rate")
+    fps = _fps_fraction(rate, path)
+    seen = {"frames": 0, "size": None}
+
+    def chunks() -> Any:
+        for chunk in iter_video(path, chunk_frames=int(getattr(codec, "gop", 16))):
+            seen["frames"] += chunk.shape[1]
+            seen["size"] = tuple(chunk.shape[2:])
+            yield chunk
+
+    with torch.inference_mode():
+        blob = codec.compress_stream(chunks(), f"{fps.numerator}/{fps.denominator}", metadata=meta)
+    if not seen["frames"]:
+        raise MediaError(f"{path}: the video has no frames")
+    return blob, (3, seen["frames"], *seen["size"])
+
+
+def _decode_video_stream(codec: Any, blob: bytes, container: Any, meta: dict[str, Any], target: Path,
+                         overwrite: bool) -> bool:
+    """Decode video GOP by GOP straight into the output file when the codec can; True if done.
+
+    The output is written atomically: a failure (corrupted stream) leaves no file.
+    """
+    import numpy as np
+    import torch
+
+    import av
+
+    from ..datasets.media import _VIDEO_FORMATS, _fps_fraction, atomic_output
+
+    if container.modality != "video" or not hasattr(codec, "decompress_stream"):
+        return False
+    suffix = target.suffix.lower()
+    if suffix not in _VIDEO_FORMATS:
+        raise MediaError(f"{target}: unknown video format {target.suffix!r}")
+    fmt, encoder, pix_fmt = _VIDEO_FORMATS[suffix]
+    _, frames, h, w = container.shape
+    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
+        pix_fmt = "yuv444p"  # as write_video: 4:2:0 needs even sides
+    options = {"libx264": {"crf": "12", "preset": "medium"}, "libvpx-vp9": {"crf": "15", "b": "0"}}.get(encoder, {})
+    rate = _fps_fraction(meta["fps"], target)
+    written = 0
+    with torch.inference_mode(), atomic_output(target, overwrite=overwrite) as tmp:
+        with av.open(str(tmp), mode="w", format=fmt) as out:
+            stream = out.add_stream(encoder, rate=rate, options=options)
+            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+            for piece in codec.decompress_stream(blob):
+                if tuple(piece.shape[2:]) != (h, w) or piece.shape[0] != 3:
+                    raise NeuralCodecError(f"codec decoded frames of shape {tuple(piece.shape)}, the file says {container.shape}")
+                a = np.rint(piece.clamp(0, 1).mul(255).cpu().numpy()).astype(np.uint8)
+                for t in range(a.shape[1]):
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a[:, t].transpose(1, 2, 0)), format="rgb24")
+                    frame.pts = written
+                    written += 1
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        if written != frames:  # raising inside the block leaves no output file
+            raise NeuralCodecError(f"codec decoded {written} frames, the file says {frames}")
+    return True
+
 
 # -- decode -----------------------------------------------------------------------------------
 
@@ -422,6 +507,8 @@ def decode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         if codec.modality != container.modality:
             raise ModelMismatchError(f"{job.source}: model {codec.name!r} codes {codec.modality}, the file holds {container.modality}")
         if _decode_audio_stream(codec, blob, container, meta, target, overwrite):
+            return f"{job.source} -> {target}"
+        if _decode_video_stream(codec, blob, container, meta, target, overwrite):
             return f"{job.source} -> {target}"
         with torch.inference_mode():
             decoded = codec.decompress(blob)

@@ -35,14 +35,16 @@ class AudioCropDataset:
     Args:
         folder: directory of audio files (searched recursively).
         crop: samples per crop (default for :meth:`sample`).
-        sample_rate: required rate of every file (files at other rates are an error).
+        sample_rate: rate of the crops; files at other rates are an error, or with ``resample``
+            are resampled to it once on loading (torchaudio, band-limited sinc).
         channels: crops have this many channels (mono files are duplicated).
         max_seconds: keep at most this much of every file (``None``: all).
         target_rms: every crop is scaled to this RMS (near-silent crops are redrawn).
     """
 
     def __init__(self, folder: str | os.PathLike, crop: int = 65536, sample_rate: int = 44100, channels: int = 2,
-                 max_seconds: float | None = None, target_rms: float = 0.1, augment: bool = True) -> None:
+                 max_seconds: float | None = None, target_rms: float = 0.1, augment: bool = True,
+                 resample: bool = False) -> None:
         import soundfile as sf
 
         root = Path(folder)
@@ -54,10 +56,17 @@ class AudioCropDataset:
         self.names: list[str] = []
         for path in files:
             info = sf.info(str(path))
-            if info.samplerate != sample_rate:
-                raise MediaError(f"{path}: {info.samplerate} Hz, expected {sample_rate} Hz")
-            frames = info.frames if max_seconds is None else min(info.frames, int(max_seconds * sample_rate))
-            a = sf.read(str(path), frames=frames, dtype="int16", always_2d=True)[0].T  # (C, T)
+            if info.samplerate != sample_rate and not resample:
+                raise MediaError(f"{path}: {info.samplerate} Hz, expected {sample_rate} Hz (or pass resample=True)")
+            frames = info.frames if max_seconds is None else min(info.frames, int(max_seconds * info.samplerate))
+            if info.samplerate == sample_rate:
+                a = sf.read(str(path), frames=frames, dtype="int16", always_2d=True)[0].T  # (C, T)
+            else:
+                import torchaudio.functional as AF
+
+                x = torch.from_numpy(sf.read(str(path), frames=frames, dtype="float32", always_2d=True)[0].T.copy())
+                x = AF.resample(x, info.samplerate, sample_rate)
+                a = np.round(x.clamp(-1, 32767 / 32768).numpy() * 32768).astype(np.int16)
             if a.shape[0] < channels:
                 a = np.repeat(a[:1], channels, 0)
             self.tracks.append(np.ascontiguousarray(a[:channels]))

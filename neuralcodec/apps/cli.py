@@ -50,10 +50,14 @@ cli.add_command(bench_group)
 from .train import train_command  # noqa: E402  (codec train walloc-image)
 from .train_hyperprior import train_group  # noqa: E402  (codec train hyperprior; other presets -> train_command)
 
-cli.add_command(train_group(train_command))
+_train = train_group(train_command)
+from .train_walloc_audio_rvq import walloc_audio_rvq_command  # noqa: E402  (codec train walloc-audio-rvq)
+
+_train.add_command(walloc_audio_rvq_command)
 from .train_walloc_video import walloc_video_command  # noqa: E402  (codec train walloc-video)
 
-cli.commands["train"].add_command(walloc_video_command)  # type: ignore[attr-defined]
+_train.add_command(walloc_video_command)
+cli.add_command(_train)
 from .pack import pack_command, unpack_command  # noqa: E402  (codec pack | unpack)
 
 cli.add_command(pack_command)

@@ -221,13 +221,15 @@ def _human_bytes(n: int) -> str:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
-def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool) -> None:
+@click.option("--quantizers", "num_quantizers", default=None, type=click.IntRange(min=1), help="Token codecs (walloc-audio-rvq): number of residual quantizers, i.e. the bitrate. Default: all.")
+def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool, num_quantizers: int | None = None) -> None:
     """Compress images, audio or video files (or directories of them) to .ncf files.
 
     \b
       codec encode photo.png -o photo.ncf
       codec encode photos/ -o compressed/        # mirrors photos/a.png -> compressed/a.ncf
       codec encode song.flac -o song.ncf --model walloc-audio
+      codec encode song.flac -o song.ncf --model walloc-audio-rvq --quantizers 4
     """
     from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, modality_of, read_media
     from ..entropy.container import Container
@@ -251,15 +253,22 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
             raise ModelNotFoundError(f"no default {modality} model installed ({e}); pass --model NAME or PATH") from None
         if codec.modality != modality:
             raise NeuralCodecError(f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {modality}")
-        streamed = _encode_audio_stream(codec, job.source) if modality == "audio" else None
-        if streamed is None and modality == "video":
+        options = {}
+        if num_quantizers is not None:
+            import inspect
+
+            if "num_quantizers" not in inspect.signature(codec.compress).parameters:
+                raise NeuralCodecError(f"model {codec.name!r} has no --quantizers setting (token codecs only)")
+            options["num_quantizers"] = num_quantizers
+        streamed = _encode_audio_stream(codec, job.source) if modality == "audio" and not options else None
+        if streamed is None and modality == "video" and not options:
             streamed = _encode_video_stream(codec, job.source)
         if streamed is not None:  # long audio/video: bounded memory, same bytes as compress()
             blob, shape = streamed
         else:
             media = read_media(job.source)
             with torch.inference_mode():
-                blob = codec.compress(media.data.to(models.device), metadata=media.metadata)
+                blob = codec.compress(media.data.to(models.device), metadata=media.metadata, **options)
             shape = tuple(media.data.shape)
         if not isinstance(blob, (bytes, bytearray)):
             raise NeuralCodecError(f"{job.source}: codec returned {type(blob).__name__}, not bytes")

@@ -701,7 +701,9 @@ class WaLLoCVideo(Codec):
         for t, q, _ in self._decode_latents(blob):
             batch.append(q)
             if len(batch) == n or t + 1 == info["frames"]:
-                x = self.synthesis_frames(torch.cat(batch)).clamp(0, 1)[:, :, :h, :w]
+                # a few frames per decoder pass: bounded activation memory for large frames
+                x = torch.cat([self.synthesis_frames(torch.cat(batch[i:i + 4])).clamp(0, 1)[:, :, :h, :w]
+                               for i in range(0, len(batch), 4)])
                 batch = []
                 yield x.transpose(0, 1).contiguous()
 

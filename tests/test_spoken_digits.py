@@ -127,3 +127,23 @@ def test_pack_and_latent_dataset_keep_digit_labels(digits: tuple[Path, dict], tm
     # one chunk: the clip plus 2**J zeros at each end, at 2**-J of the rate
     assert tuple(batch["latent"].shape) == (10, 4, -(-(frames + 2 * 8) // 8))
     assert torch.equal(batch["latent"][0], codec.latents(ds.blob(0)))
+
+
+def test_pack_audio_tensors_keep_their_sample_rate(tmp_path: Path) -> None:
+    """An iterable of audio tensors gives each clip's rate in its metadata; the container keeps it."""
+    from neuralcodec.codecs.walloc_audio import WaLLoCAudio
+    from neuralcodec.datasets import pack, read_shard
+    from neuralcodec.entropy import Container
+
+    torch.manual_seed(0)
+    codec = WaLLoCAudio(latent_channels=4, levels=3, decoder_channels=8, decoder_blocks=1, context_hidden=8,
+                        chunk=8192, margin=64, crossfade=64).eval()  # a 44.1 kHz model
+    clips = [(0.1 * torch.randn(1, 2205), {"label": 3, "sample_rate": 22050}), (0.1 * torch.randn(1, 4410), 4)]
+    pack(clips, tmp_path / "s", model=codec, progress=False)
+    first, second = read_shard(tmp_path / "s", "shard-00000.tar")
+    assert (first.label, second.label) == (3, 4)
+    assert Container.from_bytes(first.blob).metadata["sample_rate"] == 22050  # coded as 22.05 kHz audio
+    assert Container.from_bytes(second.blob).metadata["sample_rate"] == 44100  # no rate given: the codec's
+    assert codec.decompress(first.blob).shape == (1, 2205)
+    with pytest.raises(ValueError, match="sample_rate"):
+        pack([(torch.zeros(1, 100), {"sample_rate": "fast"})], tmp_path / "bad", model=codec, progress=False)

@@ -167,6 +167,9 @@ def _as_item(obj: Any, position: int) -> _Item:
     if isinstance(label, str):
         metadata.setdefault("class", label)
         label = None
+    rate = metadata.get("sample_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 10_000_000):
+        raise ValueError(f"item {position}: sample_rate must be a positive int, got {rate!r}")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
         raise ValueError(f"item {position}: label must be an int (or a class name string), got {type(label).__name__}")
     if isinstance(media, (str, os.PathLike)):
@@ -253,7 +256,9 @@ def _load_item(item: _Item) -> tuple[torch.Tensor, dict[str, Any]]:
         media = read_media(item.media)
         meta = {k: v for k, v in media.metadata.items() if k != "source"}
         return media.data, meta
-    return item.media, {}
+    # An audio tensor's rate comes from the item's metadata (else the codec assumes its own).
+    rate = item.metadata.get("sample_rate") if item.media.dim() == 2 else None
+    return item.media, ({"sample_rate": rate} if rate is not None else {})
 
 
 def encode_items(codec: Any, items: Sequence[_Item], first_index: int, batch_size: int = 1) -> list[ShardRecord]:
@@ -588,7 +593,8 @@ def pack(
         source: a folder of media files (walked recursively, sorted), or an iterable whose
             elements are a media path or tensor ``(C, H, W)`` in [0, 1] (uint8 is scaled),
             ``(media, label)`` with an int label, ``(media, metadata_dict)`` (a ``"label"``
-            key is taken as the label), or ``{"media", "label", "metadata"}``.
+            key is taken as the label), or ``{"media", "label", "metadata"}``. Audio tensors
+            ``(C, T)`` give their rate as ``metadata["sample_rate"]`` (default: the codec's).
         out_dir: the output folder (created); holds ``index.json`` and the shards.
         model: a shipped model name, a saved model path, or a :class:`Codec`.
         shard_size: items per shard.

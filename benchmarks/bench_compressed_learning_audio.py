@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -313,6 +314,7 @@ def main() -> int:
         result = {
             "benchmark": "compressed_learning_spoken_digits",
             "model": codec.name, "device": args.device, "threads": args.threads, "espeak_ng": espeak_version(),
+            "load_average_1min_at_end": os.getloadavg()[0],  # rates are of a shared machine's CPU
             "train_items": len(wav_tr), "test_items": len(wav_te), "seed": args.seed,
             "train_variants": len(manifest["train_variants"]), "test_variants": len(manifest["test_variants"]),
             "clip_seconds": manifest["settings"]["duration"], "sample_rate": rate,

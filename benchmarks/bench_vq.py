@@ -16,7 +16,15 @@ Part 3, forward speed in vectors/s on one CPU thread, eval mode (no grad) and tr
 that requires grad, EMA update included, no backward), for the same dim and codebook size; ours
 and the peer are timed alternately and the best of ``--repeats`` runs is kept.
 
-Usage: ``python benchmarks/bench_vq.py [--steps 300] [--quick]``. Needs vector-quantize-pytorch
+Part 4, the token codec ``walloc-audio-rvq`` on ``../shared/data/audio/eval`` (8 clips of 20 s;
+skipped with a message when absent): each clip is coded once with all quantizers and cut to
+``k`` quantizers by :meth:`WaLLoCAudioRVQ.truncate` (the same bytes as encoding with ``k``); for
+every ``k``: kbps (whole file), SNR and SI-SDR (mean over clips of the per-clip dB), and the
+entropy-coding saving of the token streams against raw ``log2(K)`` bits per token. Codebook
+utilization and perplexity of the eval tokens per codebook. Named peers in the same run: the
+base codec ``walloc-audio`` and Opus (libopus via PyAV) at the kbps of each ``k``.
+
+Usage: ``python benchmarks/bench_vq.py [--steps 300] [--quick] [--token-only | --no-token]``. Needs vector-quantize-pytorch
 (``pip install -e .[bench]``, pinned there). The last line is one JSON object.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -250,11 +259,125 @@ def speed_cases(quick: bool):
     )
 
 
+def token_codec(model_name: str, clips: int) -> dict:
+    """Part 4 (see the module docstring); returns the JSON section."""
+    from neuralcodec import available, load
+    from neuralcodec.apps.baselines import Audio, get_baseline
+    from neuralcodec.apps.metrics import si_sdr, snr
+    from neuralcodec.datasets.media import read_audio
+    from neuralcodec.entropy import Container
+
+    folder = data_root() / "audio" / "eval"
+    paths = sorted(folder.glob("*.flac"))[:clips]
+    if not paths:
+        print(f"token codec: skipped, no eval clips in {folder} (set NEURALCODEC_DATA)")
+        return {"skipped": f"no eval clips in {folder}"}
+    if model_name not in available() and not Path(model_name).exists():
+        print(f"token codec: skipped, model {model_name!r} is not installed")
+        return {"skipped": f"model {model_name!r} not installed"}
+    model = load(model_name)
+    base = load("walloc-audio")
+    opus = get_baseline("opus")
+    Q, K, G = model.num_quantizers, model.codebook_size, model.groups
+    print(f"\n[token codec {model.name}] {len(paths)} clips from {folder}; G={G} groups x Q={Q} quantizers x K={K} "
+          f"codes, {model.frame_rate:.1f} frames/s, raw {model.raw_kbps(1):.2f} kbps per quantizer")
+    per_k: dict[int, list[dict]] = {k: [] for k in range(1, Q + 1)}
+    base_rows, counts = [], torch.zeros(Q, G, K, dtype=torch.float64)
+    seconds_total = 0.0
+    for path in paths:
+        x, rate = read_audio(path)
+        seconds = x.shape[1] / rate
+        seconds_total += seconds
+        ref = x.numpy()
+        t = time.perf_counter()
+        full = model.compress(x, metadata={"sample_rate": rate})
+        t_enc = time.perf_counter() - t
+        tokens = model.tokens(full)
+        # Information content under the shipped priors (what an ideal coder would spend), per quantizer.
+        prior_bits = [float(model.priors[q].bits(tokens[None, :, q]).detach()) for q in range(Q)]
+        for q in range(Q):
+            for g in range(G):
+                counts[q, g] += torch.bincount(tokens[g, q], minlength=K).double()
+        for k in range(1, Q + 1):
+            blob = full if k == Q else model.truncate(full, k)
+            t = time.perf_counter()
+            y = model.decompress(blob).numpy()
+            t_dec = time.perf_counter() - t
+            c = Container.from_bytes(blob)
+            token_bytes = sum(len(v) for name, v in c.sections.items() if name.startswith("q"))
+            raw_bits = tokens[:, :k].numel() * math.log2(K)
+            kbps = len(blob) * 8 / seconds / 1000
+            row = {"kbps": kbps, "token_kbps": token_bytes * 8 / seconds / 1000, "raw_token_kbps": raw_bits / seconds / 1000,
+                   "snr_db": snr(ref, y), "si_sdr_db": si_sdr(ref, y), "saving": 1 - 8 * token_bytes / raw_bits,
+                   "prior_saving": 1 - sum(prior_bits[:k]) / raw_bits, "coder_overhead": 8 * token_bytes / sum(prior_bits[:k]) - 1,
+                   "encode_rtf": seconds / t_enc if k == Q else None, "decode_rtf": seconds / t_dec}
+            if k in (1, Q // 2, Q) and opus.available:
+                lo, hi = opus.quality_range
+                audio = Audio(ref, rate)
+                data = opus.encode(audio, float(min(max(kbps, lo), hi)))
+                out = opus.decode(data, like=audio).samples
+                row["opus"] = {"kbps": opus.payload_size(data) * 8 / seconds / 1000, "snr_db": snr(ref, out),
+                               "si_sdr_db": si_sdr(ref, out)}
+            per_k[k].append(row)
+        blob = base.compress(x, metadata={"sample_rate": rate})
+        yb = base.decompress(blob).numpy()
+        base_rows.append({"kbps": len(blob) * 8 / seconds / 1000, "snr_db": snr(ref, yb), "si_sdr_db": si_sdr(ref, yb)})
+        print(f"  {path.name}: k=1 {per_k[1][-1]['kbps']:.1f} kbps SI-SDR {per_k[1][-1]['si_sdr_db']:.2f} | "
+              f"k={Q} {per_k[Q][-1]['kbps']:.1f} kbps SI-SDR {per_k[Q][-1]['si_sdr_db']:.2f} | walloc-audio "
+              f"{base_rows[-1]['kbps']:.1f} kbps SI-SDR {base_rows[-1]['si_sdr_db']:.2f}")
+
+    def mean(rows: list[dict], key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
+    summary = {}
+    print("  saving = 1 - coded token bits / raw log2(K) bits; ideal = the same under the priors' information content")
+    print(f"  {'k':>2s} {'kbps':>7s} {'raw':>7s} {'saving':>7s} {'ideal':>7s} {'SNR':>7s} {'SI-SDR':>7s} {'dec RTF':>8s}   opus at that kbps")
+    for k, rows in per_k.items():
+        entry = {key: mean(rows, key) for key in ("kbps", "token_kbps", "raw_token_kbps", "snr_db", "si_sdr_db",
+                                                  "saving", "prior_saving", "coder_overhead", "decode_rtf")}
+        # The saving of the whole token stream: bits over all clips, not a mean of ratios.
+        entry["saving_total"] = 1 - sum(r["token_kbps"] for r in rows) / sum(r["raw_token_kbps"] for r in rows)
+        opus_text = ""
+        if "opus" in rows[0]:
+            entry["opus"] = {key: float(np.mean([r["opus"][key] for r in rows])) for key in ("kbps", "snr_db", "si_sdr_db")}
+            entry["si_sdr_gain_over_opus_db"] = entry["si_sdr_db"] - entry["opus"]["si_sdr_db"]
+            opus_text = f"opus {entry['opus']['kbps']:.1f} kbps SI-SDR {entry['opus']['si_sdr_db']:.2f}"
+        summary[str(k)] = entry
+        print(f"  {k:2d} {entry['kbps']:7.2f} {entry['raw_token_kbps']:7.2f} {100 * entry['saving_total']:6.2f}% "
+              f"{100 * entry['prior_saving']:6.2f}% "
+              f"{entry['snr_db']:7.2f} {entry['si_sdr_db']:7.2f} {entry['decode_rtf']:7.1f}x   {opus_text}")
+    walloc = {key: mean(base_rows, key) for key in ("kbps", "snr_db", "si_sdr_db")}
+    print(f"  walloc-audio (same analysis, scalar quantization + context model): {walloc['kbps']:.2f} kbps "
+          f"SNR {walloc['snr_db']:.2f} SI-SDR {walloc['si_sdr_db']:.2f}")
+    stats = [[codebook_stats(c) for c in per_q] for per_q in counts]
+    probs = counts / counts.sum(-1, keepdim=True)
+    entropy = (-(probs * torch.log2(probs.clamp_min(1e-300))).sum(-1))  # empirical, per codebook
+    for q in range(Q):
+        text = ", ".join(f"g{g} util {s['utilization']:.3f} perplexity {s['perplexity']:.0f}" for g, s in enumerate(stats[q]))
+        print(f"  codebook q{q}: {text}; empirical entropy of the eval tokens {float(entropy[q].mean()):.3f} bits "
+              f"of {math.log2(K):.0f}")
+    encode_rtf = float(np.mean([r["encode_rtf"] for r in per_k[Q]]))
+    return {
+        "model": model.name, "weights_hash": model.weights_hash(), "clips": len(paths), "seconds": seconds_total,
+        "data": str(folder), "groups": G, "num_quantizers": Q, "codebook_size": K, "frame_rate_hz": model.frame_rate,
+        "by_quantizers": summary, "walloc_audio": walloc, "encode_rtf_all_quantizers": encode_rtf,
+        "codebooks_eval": [[{key: (round(v, 4) if isinstance(v, float) else v) for key, v in s.items()} for s in per_q]
+                           for per_q in stats],
+        "empirical_entropy_bits": [[round(float(e), 4) for e in per_q] for per_q in entropy],
+        "threads": torch.get_num_threads(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training batches of 1024 vectors per quantizer")
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per speed figure (best of)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and smaller speed batches (smoke test)")
+    parser.add_argument("--token-model", default="walloc-audio-rvq", help="token codec: shipped name or a saved .json")
+    parser.add_argument("--clips", type=int, default=8, help="token codec: eval clips")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--token-only", action="store_true", help="only part 4 (the token codec)")
+    group.add_argument("--no-token", action="store_true", help="skip part 4")
     args = parser.parse_args()
     steps = 30 if args.quick else args.steps
     torch.set_num_threads(1)
@@ -262,6 +385,10 @@ def main() -> None:
     print(f"vector-quantize-pytorch {vqp_version}, torch {torch.__version__}, 1 thread")
     result: dict = {"vector_quantize_pytorch": vqp_version, "dim": DIM, "codebook_size": CODEBOOK_SIZE,
                     "batch": BATCH, "steps": steps, "codebook_use": {}, "speed": {}}
+    if args.token_only:
+        result = {"token_codec": token_codec(args.token_model, args.clips)}
+        print(json.dumps(result))
+        return
 
     datasets = {"mixture": mixture_dataset()}
     patches = patch_dataset()
@@ -305,6 +432,8 @@ def main() -> None:
             entry[mode] = {"ours_vps": round(ours), "vqp_vps": round(peer), "ratio": round(ours / peer, 2)}
             print(f"  {label:26s} {mode:5s} ours {ours:12,.0f}  vqp {peer:12,.0f}  ours/vqp {ours / peer:5.2f}x")
         result["speed"][label] = entry
+    if not args.no_token:
+        result["token_codec"] = token_codec(args.token_model, args.clips)
     print(json.dumps(result))
 
 

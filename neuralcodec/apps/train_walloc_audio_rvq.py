@@ -62,6 +62,7 @@ class RVQTrainConfig:
     init_vectors: int = 65536
     prior_frames: int = 262144
     decoder_steps: int = 0
+    init_from: str | None = None
     decoder_lr: float = 1e-4
     decoder_batch: int = 16
     decoder_window: int = 256
@@ -165,7 +166,7 @@ def train_walloc_audio_rvq(cfg: RVQTrainConfig, progress: bool = True, command: 
     import torch
 
     from .. import load
-    from ..codecs.registry import build, save
+    from ..codecs.registry import build, read_card, save
 
     t_start = time.time()
     out = Path(cfg.out)
@@ -184,6 +185,10 @@ def train_walloc_audio_rvq(cfg: RVQTrainConfig, progress: bool = True, command: 
     })
     model.name = cfg.name
     model.load_analysis_synthesis(base)
+    prior_card = None
+    if cfg.init_from:  # continue from an exported model of this recipe (its codebooks, priors, decoder)
+        model.load_state_dict(load(cfg.init_from).state_dict(), strict=True)
+        prior_card = read_card(cfg.init_from)
     for p in model.frozen_parameters():
         p.requires_grad_(False)
     model.eval()
@@ -202,9 +207,10 @@ def train_walloc_audio_rvq(cfg: RVQTrainConfig, progress: bool = True, command: 
     # 3. codebooks: k-means init on a large batch (all quantizers), then EMA with dropout.
     t0 = time.time()
     model.quantizer.train()
-    init = _windows(latents, max(cfg.init_vectors // cfg.window, 1), cfg.window, rng)
-    with torch.no_grad():
-        model.quantizer(model._interleave(init), model.num_quantizers)
+    if not cfg.init_from:
+        init = _windows(latents, max(cfg.init_vectors // cfg.window, 1), cfg.window, rng)
+        with torch.no_grad():
+            model.quantizer(model._interleave(init), model.num_quantizers)
     model.quantizer.reset_stats()
     steps, log = 0, []
     with torch.no_grad():
@@ -248,7 +254,12 @@ def train_walloc_audio_rvq(cfg: RVQTrainConfig, progress: bool = True, command: 
         "description": "Token codec for stereo music: the frozen WaLLoC-audio analysis/synthesis (copied in), "
                        "grouped residual VQ (channels interleaved into groups), per-codebook categorical "
                        "priors coded with rANS; bitrate chosen at encode time by the number of quantizers",
-        "base_model": {"name": cfg.base, "weights_hash": base.weights_hash()},
+        "base_model": {"name": cfg.base, "weights_hash": base.weights_hash(),
+                       "copied": "encoder, channel gains, decoder" + (" (decoder then fine-tuned)" if cfg.decoder_steps
+                                                                        or (prior_card or {}).get("decoder_finetuned")
+                                                                        else " (unchanged)")},
+        "decoder_finetuned": bool(cfg.decoder_steps or (prior_card or {}).get("decoder_finetuned")),
+        "init_from": None if prior_card is None else {"path": cfg.init_from, "training": prior_card.get("training")},
         "tokens": {
             "layout": "(groups, quantizers, frames) for mono/stereo, (pairs, groups, quantizers, frames) for more",
             "frame_rate_hz": model.frame_rate, "groups": model.groups, "num_quantizers": model.num_quantizers,
@@ -335,13 +346,16 @@ def _finetune_decoder(model: Any, latents: list[Any], cfg: RVQTrainConfig, rng: 
 @click.option("--batch-sequences", default=64, show_default=True, type=int)
 @click.option("--window", default=64, show_default=True, type=int, help="Latent frames per sequence.")
 @click.option("--decoder-steps", default=0, show_default=True, type=int, help="Optional decoder fine-tune steps.")
+@click.option("--decoder-lr", default=1e-4, show_default=True, type=float)
+@click.option("--init-from", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Continue from an exported model of this recipe (.json); --steps 0 keeps its codebooks.")
 @click.option("--max-minutes", default=None, type=float, help="Wall-time cap of each training phase.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=1, show_default=True, type=int)
 def walloc_audio_rvq_command(data: str, out: str, name: str, base: str, groups: int, num_quantizers: int,
                              codebook_size: int, quantize_dropout: float, steps: int, batch_sequences: int,
-                             window: int, decoder_steps: int, max_minutes: float | None, seed: int,
-                             threads: int) -> None:
+                             window: int, decoder_steps: int, decoder_lr: float, init_from: str | None,
+                             max_minutes: float | None, seed: int, threads: int) -> None:
     """Train the WaLLoC-audio RVQ token codec on a music folder and export it.
 
     \b
@@ -351,7 +365,8 @@ def walloc_audio_rvq_command(data: str, out: str, name: str, base: str, groups: 
     cfg = RVQTrainConfig(data=data, out=out, name=name, base=base, groups=groups, num_quantizers=num_quantizers,
                          codebook_size=codebook_size, quantize_dropout=quantize_dropout, steps=steps,
                          batch_sequences=batch_sequences, window=window, decoder_steps=decoder_steps,
-                         max_minutes=max_minutes, seed=seed, threads=threads)
+                         decoder_lr=decoder_lr, init_from=init_from, max_minutes=max_minutes, seed=seed,
+                         threads=threads)
     command = "codec train walloc-audio-rvq " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
         if len(sys.argv) > 3 else None
     path = train_walloc_audio_rvq(cfg, command=command)

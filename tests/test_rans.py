@@ -328,6 +328,12 @@ def test_lane_count_follows_size():
     assert 1 <= small < big <= 1_000_000
     assert big * rans.LANE_COST_BITS <= 0.005 * 5_000_000
     assert small * rans.LANE_COST_BITS <= 0.03 * 300_000
+    # A hyperprior's z (~5k symbols, ~10 kbit) gets more lanes than the first rule gave it (fewer
+    # decoding steps), within 3 % of its size; a y of ~100k symbols keeps its lanes.
+    z_bits, y_bits = 9_600, 180_000
+    assert rans.lanes_for(4608, 16 * z_bits) >= 2 * rans._lanes_for_session1(4608, 16 * z_bits)
+    assert rans.lanes_for(4608, 16 * z_bits) * rans.LANE_COST_BITS <= 0.03 * z_bits
+    assert rans.lanes_for(98_304, 16 * y_bits) == rans._lanes_for_session1(98_304, 16 * y_bits)
 
 
 def test_prepared_tables_are_reused():
@@ -435,3 +441,70 @@ def test_batch_with_empty_items_round_trips():
     idx = [empty, torch.zeros(4, dtype=torch.int32)]
     out = decode_batch(encode_batch(mixed, idx, cdf, lengths, offsets), idx, cdf, lengths, offsets)
     assert out[0].numel() == 0 and out[1].tolist() == [1, 0, 2, -3]
+
+
+# Written by the session-1 coder (format 0xA9, its lane rule): 180 symbols, two escapes.
+_SESSION1_BLOB = bytes.fromhex(
+    "a9010850bfee8827edffffd7d8e8fd2d3a9e19ffff8c03ffffcafdc44a0f13ffff5f01ffff52fcffff37e22d026f59ffff879d"
+    "0b0e5300ffffe1a877eefffff0fae7b80c0ee7ff1719143b1cc71afefe01374ce20083f4a038f1152748ffff0cfdd6e1fb7c67"
+    "034c02f4b9ffffce6fdae7d0f5d037003ffff81fff3600"
+)
+
+
+def test_streams_of_the_first_coder_still_decode(monkeypatch):
+    rng = np.random.default_rng(11)
+    cdfs = [[0, 20000, 50000, 60000, 65535, 65536], [0, 1000, 64000, 65535, 65536]]
+    idx = (np.arange(180) % 3 == 0).astype(np.int64)
+    sym = np.where(idx == 0, rng.integers(-2, 3, 180), rng.integers(0, 3, 180))
+    sym[7], sym[100] = 1000, -50
+    out = rans.decode_with_indexes(_SESSION1_BLOB, idx.tolist(), cdfs, [6, 5], [-2, 0])
+    assert out.tolist() == sym.tolist()
+    # The first lane rule gave small streams fewer lanes than today's: such streams still decode.
+    z_sym, z_idx, gc = _gaussian_data(4608, seed=12)
+    args = (gc._quantized_cdf, gc._cdf_length, gc._offset)
+    now = rans.encode_with_indexes(z_sym, z_idx, *args)
+    monkeypatch.setattr(rans, "lanes_for", rans._lanes_for_session1)
+    before = rans.encode_with_indexes(z_sym, z_idx, *args)
+    monkeypatch.undo()
+    assert rans._read_varint(before, 1)[0] < rans._read_varint(now, 1)[0]
+    assert torch.equal(rans.decode_with_indexes(before, z_idx, *args), z_sym)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4608, 30_001])
+def test_single_item_decoder_loop_matches_the_torch_loop(monkeypatch, n):
+    """One item on CPU decodes in its own NumPy loop (word slices, no cumulative sums); the torch
+    loop (the CUDA algorithm) must give the same symbols, and both must reject the same damage."""
+    sym, idx, gc = _gaussian_data(n, seed=13)
+    sym[::41] = -7000  # escapes
+    args = (gc._quantized_cdf, gc._cdf_length, gc._offset)
+    blob = rans.encode_with_indexes(sym, idx, *args)
+    damaged = [blob[:-2], blob[:3] + bytes([blob[3] ^ 0x10]) + blob[4:], blob[:-5] + bytes(5)]
+    fast = rans.decode_with_indexes(blob, idx, *args)
+    fast_errors = []
+    for bad in damaged:
+        try:
+            rans.decode_with_indexes(bad, idx, *args)
+            fast_errors.append(None)
+        except BitstreamError:
+            fast_errors.append("error")
+    monkeypatch.setattr(rans, "CPU_LOOPS", "torch")
+    assert torch.equal(rans.decode_with_indexes(blob, idx, *args), fast)
+    assert torch.equal(fast, sym)
+    for bad, expected in zip(damaged, fast_errors):
+        try:
+            rans.decode_with_indexes(bad, idx, *args)
+            assert expected is None
+        except BitstreamError:
+            assert expected == "error"
+
+
+def test_identity_cache_sees_in_place_changes():
+    cdf = torch.tensor([[0, 30000, 65535, 65536]])
+    lengths, offsets = torch.tensor([4]), torch.tensor([0])
+    first = rans.prepare_tables(cdf, lengths, offsets)
+    assert rans.prepare_tables(cdf, lengths, offsets) is first  # same tensors, unchanged: no hashing
+    cdf[0, 1] = 20000  # in place: the version counter moves, the tables are rebuilt
+    second = rans.prepare_tables(cdf, lengths, offsets)
+    assert second is not first and second.digest != first.digest
+    blob = rans.encode_with_indexes([1, 1, 0], [0, 0, 0], cdf, lengths, offsets)
+    assert rans.decode_with_indexes(blob, [0, 0, 0], cdf, lengths, offsets).tolist() == [1, 1, 0]

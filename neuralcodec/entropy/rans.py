@@ -97,18 +97,25 @@ LANE_COST_BITS = 20
 # _MAX_LANE_OVERHEAD of the stream and never fall below _MIN_LANE_OVERHEAD-driven counts.
 _LANE_OVERHEAD_BIG = 0.0032  # share of the ideal size spent on lanes for large streams (>= _BIG_BITS)
 _BIG_BITS = 4_000_000
-_MAX_LANE_OVERHEAD = 0.012  # share for small streams (more lanes = fewer Python steps)
+_MAX_LANE_OVERHEAD = 0.012  # share for streams of _SMALL_BITS and more (more lanes = fewer Python steps)
+_SMALL_BITS = 100_000
+_MAX_LANE_OVERHEAD_SMALL = 0.03  # share cap for the smallest streams (a hyperprior's z: ~1 kB)
 
 
 def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
     """Number of interleaved lanes for a stream of ``num_symbols`` whose ideal size is ``ideal_bits16 / 16`` bits.
 
-    Each lane costs about ``LANE_COST_BITS``; the overhead share falls from ~1.2 % for small
-    streams to ~0.32 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols, 0.5 % at
-    1e6 symbols), so the lane count grows like the square root of the size, then linearly.
+    Each lane costs about ``LANE_COST_BITS``; the overhead share falls from ~1.2 % for streams of
+    0.1 to 1 Mbit to ~0.32 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols,
+    0.5 % at 1e6 symbols), so the lane count grows like the square root of the size, then
+    linearly. Below 0.1 Mbit the cap rises to 3 %: such streams are a small part of a file (a
+    hyperprior's ``z`` next to its ``y``), a few bytes more there cost little, and a lane more
+    there saves as many decoding steps as ~20 more lanes on a 20x larger stream.
 
     >>> lanes_for(0, 0), lanes_for(10, 0), lanes_for(1_000_000, 16 * 5_000_000)
     (0, 1, 800)
+    >>> lanes_for(4608, 16 * 9_600), lanes_for(98_304, 16 * 180_000)
+    (14, 108)
     """
     if num_symbols <= 0:
         return 0
@@ -117,9 +124,24 @@ def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
         share = _LANE_OVERHEAD_BIG
     else:
         # share ~ 1/sqrt(bits) between the two limits: equal to the big share at _BIG_BITS.
-        share = min(_MAX_LANE_OVERHEAD, _LANE_OVERHEAD_BIG * math.sqrt(_BIG_BITS / max(bits, 1)))
+        cap = _MAX_LANE_OVERHEAD
+        if bits < _SMALL_BITS:
+            cap = min(_MAX_LANE_OVERHEAD_SMALL, _MAX_LANE_OVERHEAD * math.sqrt(_SMALL_BITS / max(bits, 1)))
+        share = min(cap, _LANE_OVERHEAD_BIG * math.sqrt(_BIG_BITS / max(bits, 1)))
     lanes = int(bits * share / LANE_COST_BITS)
     return max(1, min(num_symbols, lanes))
+
+
+def _lanes_for_session1(num_symbols: int, ideal_bits16: int) -> int:
+    """The first lane rule (share capped at 1.2 % for every size), for the decoder's plausibility
+    check: streams written with it stay decodable."""
+    if num_symbols <= 0:
+        return 0
+    bits = ideal_bits16 // 16
+    share = _LANE_OVERHEAD_BIG if bits >= _BIG_BITS else min(
+        _MAX_LANE_OVERHEAD, _LANE_OVERHEAD_BIG * math.sqrt(_BIG_BITS / max(bits, 1))
+    )
+    return max(1, min(num_symbols, int(bits * share / LANE_COST_BITS)))
 
 
 # --------------------------------------------------------------------------------------
@@ -322,7 +344,8 @@ def prepare_tables(
     """Check CompressAI-style integer CDF tables and prepare them for coding on ``device``.
 
     Results are cached by content (the last few table sets), so passing the raw tables to
-    every call costs only a hash; passing the returned :class:`CdfTables` skips even that.
+    every call costs only a hash; passing the same tensors again (unmodified) skips even that
+    (an identity cache), and so does passing the returned :class:`CdfTables`.
 
     >>> t = prepare_tables([[0, 30000, 65535, 65536]], [4], [-1])
     >>> t.num_tables, t.bins_per_table
@@ -335,6 +358,41 @@ def prepare_tables(
     if device is None:
         device = cdfs.device if isinstance(cdfs, Tensor) else torch.device("cpu")
     device = torch.device(device)
+    identity = _identity_key(cdfs, cdf_lengths, offsets, device)
+    if identity is not None:
+        with _CACHE_LOCK:
+            hit = _IDENTITY_CACHE.get(identity)
+            if hit is not None:
+                _IDENTITY_CACHE.move_to_end(identity)
+                return hit[1]
+    tables = _prepare_tables_by_content(cdfs, cdf_lengths, offsets, device)
+    if identity is not None:
+        with _CACHE_LOCK:
+            # The entry holds the tensors themselves: while it exists their memory cannot be
+            # reused by other tensors, so an equal (address, version) key means equal content.
+            _IDENTITY_CACHE[identity] = ((cdfs, cdf_lengths, offsets), tables)
+            while len(_IDENTITY_CACHE) > _CACHE_SIZE:
+                _IDENTITY_CACHE.popitem(last=False)
+    return tables
+
+
+_IDENTITY_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+
+
+def _identity_key(cdfs, cdf_lengths, offsets, device: torch.device) -> tuple | None:
+    """(address, version counter, layout) of three tensors; None unless all three are tensors.
+
+    The version counter moves on every in-place change, so a hit means unchanged content.
+    """
+    parts = (cdfs, cdf_lengths, offsets)
+    if not all(isinstance(t, Tensor) for t in parts):
+        return None
+    return (str(device),) + tuple(
+        (t.data_ptr(), t._version, tuple(t.shape), tuple(t.stride()), t.dtype, str(t.device)) for t in parts
+    )
+
+
+def _prepare_tables_by_content(cdfs, cdf_lengths, offsets, device: torch.device) -> CdfTables:
     cdf = _cdf_matrix(cdfs)
     lengths = _as_int64_cpu(cdf_lengths, "cdf_lengths")
     offs = _as_int64_cpu(offsets, "offsets")
@@ -1037,7 +1095,8 @@ def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
     # real stream's ideal size is well above an eighth of its payload, and the encoder's lane
     # count for that is a safe lower bound.
     payload_bits16 = 16 * 8 * (len(blob) - esc_len)
-    if lanes < lanes_for(num_symbols, payload_bits16 // 8):
+    floor_bits16 = payload_bits16 // 8
+    if lanes < min(lanes_for(num_symbols, floor_bits16), _lanes_for_session1(num_symbols, floor_bits16)):
         raise BitstreamError("rANS blob declares an implausible lane count")
     words = np.frombuffer(blob, dtype="<u2", count=num_words, offset=pos).astype(np.int64)
     pos += 2 * num_words
@@ -1062,6 +1121,12 @@ def _decode_lanes(
     ``ptr`` holds, per item, the index of the last word consumed; an item's words follow it.
     """
     lanes = x.numel()
+    if x.device.type == "cpu" and CPU_LOOPS == "numpy" and lane_item is None:
+        x, p, bins = _decode_single_numpy(
+            x.numpy().copy(), table_base.numpy(), lut.numpy(), start.numpy(), freq.numpy(), words.numpy(), int(ptr),
+            steps,
+        )
+        return torch.from_numpy(x), torch.tensor(p, dtype=torch.int64), torch.from_numpy(bins)
     if x.device.type == "cpu" and CPU_LOOPS == "numpy":
         n = lambda t: None if t is None else t.numpy()  # noqa: E731
         x, ptr, bins = _decode_lanes_numpy(
@@ -1087,6 +1152,38 @@ def _decode_lanes(
             ptr = ptr + ranks0[lane_end] - before
         x = torch.where(need, (x << WORD_BITS) | words.index_select(0, pos), x)
     return x, ptr, bins
+
+
+def _decode_single_numpy(x, table_base, lut, start, freq, words, p, steps):
+    """The decoder loop for one item on CPU: the arithmetic of :func:`_decode_lanes`, fewer operations.
+
+    The lanes that read a word at a step take the next words of the stream in lane order, so
+    they are found with one ``flatnonzero`` and served by a slice (no cumulative sum, no gather
+    of positions, no masked copy). Returns (final states, index of the last word read, bins
+    ``[steps, lanes]``).
+    """
+    lanes = x.size
+    bins = np.empty((steps, lanes), dtype=lut.dtype)
+    slot = np.empty(lanes, dtype=np.int64)
+    flat_slot = np.empty(lanes, dtype=np.int64)
+    need = np.empty(lanes, dtype=bool)
+    limit = words.size - 1
+    bitwise_and, add, less, flatnonzero = np.bitwise_and, np.add, np.less, np.flatnonzero
+    for t in range(steps):
+        bitwise_and(x, WORD_MASK, out=slot)
+        b_t = lut.take(add(table_base[t], slot, out=flat_slot), out=bins[t])
+        x >>= WORD_BITS
+        x *= freq.take(b_t)
+        x += slot
+        x -= start.take(b_t)
+        reading = flatnonzero(less(x, STATE_LOWER, out=need))
+        m = reading.size
+        if m:
+            if p + m > limit:  # only a corrupted stream reads past its words
+                raise BitstreamError("rANS blob is corrupted (reads past its words)")
+            x[reading] = (x[reading] << WORD_BITS) | words[p + 1 : p + 1 + m]
+            p += m
+    return x, p, bins
 
 
 def _decode_lanes_numpy(x, table_base, lut, start, freq, words, ptr, lane_first, lane_end, lane_item, steps):

@@ -152,6 +152,20 @@ def test_cross_thread_and_device_determinism(tmp_path):
         assert torch.equal(cuda_model.latents(blob).cpu(), model.latents(blob))
 
 
+def test_table_indexes_are_the_count_of_thresholds_below_the_scale():
+    """coding_params' insertion point equals the definition #{k : S > threshold_k}, ties included."""
+    model = _model("mean", seed=4)
+    thresholds = model.scale_thresholds
+    scales = torch.cat([thresholds - 1, thresholds, thresholds + 1, torch.tensor([-5.0, 0.0, 1e9], dtype=torch.float64)])
+    expected = (scales.unsqueeze(-1) > thresholds).sum(-1)
+    assert torch.equal(torch.searchsorted(thresholds, scales, right=False), expected)
+    z_hat = torch.round(torch.randn(1, model.N, 3, 2) * 4)
+    indexes, _ = model.coding_params(z_hat)
+    ints = model.h_s.integer_forward(model.h_s.to_integers(z_hat))
+    scales_int = ints.chunk(2, dim=1)[0]
+    assert torch.equal(indexes.long(), (scales_int.unsqueeze(-1) > thresholds).sum(-1))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_coding_params_match_cpu():
     model = _model("scale", seed=9)

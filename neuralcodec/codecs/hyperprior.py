@@ -307,8 +307,9 @@ class HyperpriorCodec(Codec):
         ints = self.h_s.integer_forward(self.h_s.to_integers(z_hat))
         scales_int, means_int = self._hyper_params(ints)
         thresholds = self.scale_thresholds.to(scales_int.device)
-        # index = #{k : S > threshold_k}: integer comparisons, no floating-point rounding.
-        indexes = (scales_int.unsqueeze(-1) > thresholds).sum(-1).to(torch.int32)
+        # index = #{k : S > threshold_k}: the thresholds are sorted, so this is the left insertion
+        # point of S (exact: integer-valued float64 compared with integer-valued float64).
+        indexes = torch.searchsorted(thresholds, scales_int.contiguous(), right=False).to(torch.int32)
         means = None
         if means_int is not None:
             if means_int.numel() and float(means_int.abs().max()) >= 2**23:

@@ -58,18 +58,23 @@ def _skip(reason: str) -> None:
 
 
 class _Timer:
-    """Accumulates the wall time of wrapped calls."""
+    """Accumulates the wall time of wrapped calls; a wrapped call made inside another one (e.g.
+    ``decode_with_indexes`` calling ``decode_batch``) is not counted twice."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.depth = 0
 
     def wrap(self, fn: Callable) -> Callable:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            self.depth += 1
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - t0
+                self.depth -= 1
+                if self.depth == 0:
+                    self.seconds += time.perf_counter() - t0
 
         return timed
 

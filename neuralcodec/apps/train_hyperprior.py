@@ -60,6 +60,8 @@ class HyperpriorTrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     eval_data: str | None = None  # folder of images measured after training (the card's results)
+    warmup_steps: int = 0  # linear learning-rate warm-up (fresh Adam moments disturb a warm-started model)
+    init_from: str | None = None  # warm start: a shipped model name or a saved model path (same variant/N/M)
 
 
 def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
@@ -90,6 +92,23 @@ def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
             "psnr_rgb": float(np.mean(psnrs)) if psnrs else None}
 
 
+def _warm_start(model: Any, source: str) -> None:
+    """Copy the weights of a shipped model (name) or saved model (path) into ``model``.
+
+    The source must have the same variant, N and M (a clear error otherwise); its integer
+    tables are copied too but rebuilt by ``update()`` at export.
+    """
+    from ..codecs.registry import load
+
+    src = load(source)
+    mine = {k: model.config[k] for k in ("variant", "N", "M", "weight_bits", "act_bits")}
+    theirs = {k: src.config.get(k) for k in mine}
+    if src.architecture != model.architecture or mine != theirs:
+        raise click.BadParameter(f"--init-from {source}: {src.architecture} {theirs} does not match {mine}")
+    model.load_state_dict(src.state_dict(), strict=True)
+    print(f"warm start from {source} (weights {src.weights_hash()})", file=sys.stderr)
+
+
 def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress: bool = True,
                      command: str | None = None) -> Path:
     """Run (or resume) a hyperprior training run; returns the exported model's path (no suffix)."""
@@ -115,6 +134,8 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
           file=sys.stderr)
     model = HyperpriorCodec(variant=cfg.variant, N=cfg.N, M=cfg.M, lmbda=cfg.lmbda)
     model.name = name
+    if cfg.init_from and not (resume and ckpt_path.is_file()):
+        _warm_start(model, cfg.init_from)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -162,7 +183,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
                 stopped_early = True
                 break
             t0 = time.time()
-            lr = _timed_lr_at(cfg, step, elapsed)
+            lr = _timed_lr_at(cfg, step, elapsed) * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             for group in opt.param_groups:
                 group["lr"] = lr
             x = data.sample(cfg.batch_size, rng)
@@ -220,7 +241,9 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
             "batch_size": cfg.batch_size,
             "crop": cfg.crop,
             "lr": cfg.lr,
+            "warmup_steps": cfg.warmup_steps,
             "lmbda": cfg.lmbda,
+            "init_from": cfg.init_from,
             "seed": cfg.seed,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
@@ -259,10 +282,14 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
 @click.option("--max-minutes", default=None, type=float, help="Stop training after this wall time (minutes).")
 @click.option("--eval-data", default=None, type=click.Path(exists=True, file_okay=False),
               help="Measure bpp/PSNR on these images after training (recorded in the model card).")
+@click.option("--warmup-steps", default=0, show_default=True, type=int, help="Linear learning-rate warm-up.")
+@click.option("--init-from", default=None,
+              help="Warm start from a shipped model name or a saved model path (same variant, N, M).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: int, M: int, lmbda: float,
                        steps: int, batch_size: int, crop: int, lr: float, seed: int, threads: int | None,
-                       max_minutes: float | None, eval_data: str | None, resume: bool) -> None:
+                       max_minutes: float | None, eval_data: str | None, warmup_steps: int, init_from: str | None,
+                       resume: bool) -> None:
     """Train a scale or mean-scale hyperprior codec and export it with a model card.
 
     \b
@@ -272,7 +299,8 @@ def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: i
     """
     cfg = HyperpriorTrainConfig(data=data, out=out, name=name, variant=variant, N=N, M=M, lmbda=lmbda, steps=steps,
                                 batch_size=batch_size, crop=crop, lr=lr, seed=seed, threads=threads,
-                                max_minutes=max_minutes, eval_data=eval_data)
+                                max_minutes=max_minutes, eval_data=eval_data, warmup_steps=warmup_steps,
+                                init_from=init_from)
     # The options as typed, after "hyperprior" when run as `codec train hyperprior ...`.
     argv = sys.argv[1:]
     options = argv[argv.index("hyperprior") + 1 :] if "hyperprior" in argv else argv

@@ -57,6 +57,9 @@ _train.add_command(walloc_audio_rvq_command)
 from .train_walloc_video import walloc_video_command  # noqa: E402  (codec train walloc-video)
 
 _train.add_command(walloc_video_command)
+from .train_walloc_entropy import walloc_image_entropy_command  # noqa: E402  (codec train walloc-image-entropy)
+
+_train.add_command(walloc_image_entropy_command)
 cli.add_command(_train)
 from .pack import pack_command, unpack_command  # noqa: E402  (codec pack | unpack)
 

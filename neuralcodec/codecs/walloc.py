@@ -55,17 +55,23 @@ from torch import Tensor, nn
 from ..entropy import Container
 from ..entropy import rans
 from ..entropy.tables import tables_from_pmfs, tensor_hash
-from ..errors import BitstreamError
+from ..errors import BitstreamError, ModelMismatchError
 from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
+from .channel_context import ChannelCheckerboardModel
 from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
 from .registry import register_architecture
 
-__all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "LatentDecoder"]
+__all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "ExactHierarchicalContextModel", "LatentDecoder",
+           "ENTROPY_MODELS", "exact_integer_conv"]
 
 LATENT_LIMIT = 127.0  # latents stay in int8 range (and in an 8-bit mosaic for comparisons)
 _LIKELIHOOD_BOUND = 1e-9
 _MEAN_BINS = 4  # fractional-mean bins of the coding tables
+# WaLLoC's ``entropy_model`` choices: the hierarchical context model (float nets: audio, earlier
+# image weights), the same in exact fixed point (batches code in one pass per stage), or
+# hyperprior + channel groups + checkerboard (channel_context.py, exact integers, 9 streams).
+ENTROPY_MODELS = ("hierarchical", "hierarchical_exact", "channel_checkerboard")
 
 
 def _conv(nd: int, *args: Any, **kwargs: Any) -> nn.Module:
@@ -457,6 +463,256 @@ def gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# Exact (fixed-point) version of the hierarchical context model
+# ----------------------------------------------------------------------------------------------
+
+_FX_ACT = 16.0  # activations: integers at scale 1/16
+_FX_WEIGHT = 256.0  # weights: integers at scale 1/256 (biases at 1/4096, the accumulator's scale)
+_FX_GELU_RANGE = 128  # GELU by table on [-8, 8] (in 1/16 units); identity above, 0 below
+_FX_RAW_RANGE = 16 * 96  # raw scale values by table on [-96, 96]; the scale index saturates beyond
+_F32_EXACT = float(2**24)
+_F64_EXACT = float(2**52)
+
+
+class _STERound(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
+        return g
+
+
+class _STEFloor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
+        return g
+
+
+def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+    """``conv(x, weight) + bias`` of integer-valued tensors, computed exactly (nD, any device).
+
+    Every partial sum of an output is at most ``sum_i L1(weight[o, i]) * max|x_i| + |bias_o|``.
+    Below ``2**24`` float32 holds all of them exactly, whatever the summation order (threads,
+    batch size, GEMM blocking, device), so float32 is used; below ``2**52`` float64; beyond,
+    ``OverflowError``. Both paths give the same integers. cuDNN and TF32 are switched off
+    (FFT/Winograd algorithms and TF32 are not exact).
+
+    >>> x = torch.randint(-100, 100, (2, 3, 5, 5)).float()
+    >>> w = torch.randint(-50, 50, (4, 3, 3, 3)).float()
+    >>> torch.equal(exact_integer_conv(x, w, None, 1).double(), F.conv2d(x.double(), w.double(), padding=1))
+    True
+    """
+    nd = x.dim() - 2
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    x_max = x.detach().abs().amax(dim=[0] + list(range(2, x.dim()))).double().cpu() if x.numel() else None
+    l1 = weight.detach().abs().double().cpu().sum(dim=tuple(range(2, weight.dim())))
+    bound = 0.0 if x_max is None else float((l1 * x_max[None, :]).sum(1).max())
+    bound += 0.0 if bias is None else float(bias.detach().abs().max())
+    if bound < _F32_EXACT:
+        dtype = torch.float32
+    elif bound < _F64_EXACT:
+        dtype = torch.float64
+    else:
+        raise OverflowError("fixed-point context network overflow (input out of the trained range)")
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            out = conv(x.to(dtype), weight.to(x.device, dtype), None if bias is None else bias.to(x.device, dtype),
+                       padding=padding)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return out
+
+
+class ExactHierarchicalContextModel(HierarchicalContextModel):
+    """:class:`HierarchicalContextModel` evaluated in exact integer arithmetic.
+
+    Same parameters (a trained hierarchical model's state dict loads as is) and the same
+    coding order, but the context nets run in fixed point: weights are integers at scale
+    ``1/256``, activations integers at ``1/16``, every conv ``floor((conv(A, W) + B) / 256)``
+    computed exactly (:func:`exact_integer_conv`), GELU and the scale-to-table map by
+    precomputed integer tables, the neighbour average by integer floor division. The table
+    indexes therefore do not depend on the batch, the thread count or the device, so batches
+    are coded and decoded in one pass per stage (``batch_exact``). Training runs the same
+    arithmetic simulated in float with straight-through rounding. The encoder still hashes
+    the indexes it used and the decoder compares (a mismatch is a ``ModelMismatchError``).
+
+    >>> m = ExactHierarchicalContextModel(2, 4, levels=2, hidden=8).eval()
+    >>> q = torch.randint(-5, 6, (3, 4, 6, 7)).float()
+    >>> streams, digests = m.compress(q)
+    >>> torch.equal(m.decompress(streams, (6, 7), digests), q)
+    True
+    """
+
+    batch_exact = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        x = torch.arange(-_FX_GELU_RANGE, _FX_GELU_RANGE + 1, dtype=torch.float64) / _FX_ACT
+        gelu = 0.5 * x * (1 + torch.erf(x * 2.0**-0.5))
+        self.register_buffer("_gelu_lut", torch.round(gelu * _FX_ACT).float(), persistent=False)
+        r = torch.arange(-_FX_RAW_RANGE, _FX_RAW_RANGE + 1, dtype=torch.float64) / _FX_ACT
+        scale = F.softplus(r).clamp_min(self.scale_min)
+        sidx = torch.searchsorted(self.scale_table.double(), scale).clamp_max(len(self.scale_table) - 1)
+        self.register_buffer("_sidx_lut", sidx.to(torch.int64), persistent=False)
+
+    # -- fixed-point context nets ------------------------------------------------------------
+    def _gelu(self, h16: Tensor, exact: bool) -> Tensor:
+        if not exact:  # training: GELU rounded to the 1/16 grid
+            return _STERound.apply(F.gelu(h16 / _FX_ACT) * _FX_ACT)
+        lut = self._gelu_lut.to(h16.device)
+        idx = (h16 + _FX_GELU_RANGE).clamp_(0, 2 * _FX_GELU_RANGE).long()
+        g = lut.index_select(0, idx.reshape(-1)).view(h16.shape)
+        return torch.where(h16 > _FX_GELU_RANGE, h16, g)
+
+    def _layer(self, layer: nn.Module, a16: Tensor, exact: bool) -> Tensor:
+        """One conv in fixed point: integers at 1/16 in, integers at 1/16 out (accumulator 1/4096)."""
+        pad = layer.kernel_size[0] // 2
+        if exact:
+            w = torch.round(layer.weight.detach() * _FX_WEIGHT)
+            b = torch.round(layer.bias.detach() * (_FX_WEIGHT * _FX_ACT))
+            acc = exact_integer_conv(a16, w, b, pad)
+            return torch.floor(acc / _FX_WEIGHT).to(a16.dtype)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[a16.dim() - 3]
+        w = _STERound.apply(layer.weight * _FX_WEIGHT)
+        b = _STERound.apply(layer.bias * (_FX_WEIGHT * _FX_ACT))
+        return _STEFloor.apply(conv(a16, w, b, padding=pad) / _FX_WEIGHT)
+
+    def _net16(self, net: nn.Module, values: Tensor, known: Tensor, current: Tensor | None, positions: Tensor,
+               exact: bool) -> tuple[Tensor, Tensor]:
+        """Integer mean and raw scale (both at 1/16) of one stage, on the stage's sub-lattice."""
+        d = net.dilation
+        sub = (slice(None), slice(None)) + (slice(None, None, d),) * (values.dim() - 2)
+        v, k, p = values[sub], known[sub[2:]], positions[sub[2:]]
+        cur = None if current is None else current[sub]
+        nd = v.dim() - 2
+        conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+        kernel = torch.ones((1, 1) + (3,) * nd, dtype=v.dtype, device=v.device)
+        kernel[(0, 0) + (1,) * nd] = 0
+        kf = k.to(v.dtype)
+        # Neighbour sums and counts are small integers: exact in float whatever the order.
+        num = conv(v * kf, kernel.expand(v.shape[1], *kernel.shape[1:]), padding=1, groups=v.shape[1])
+        den = conv(kf[None, None], kernel, padding=1).clamp_min(1.0)
+        base16 = torch.div(num * _FX_ACT, den, rounding_mode="floor")
+        a, b = net.chunk
+        h = self._layer(net.conv1, (v * _FX_ACT - base16) * kf, exact)
+        if net.conv_prior is not None and cur is not None:
+            h = h + self._layer(net.conv_prior, (cur * _FX_ACT - base16[:, :a]) * p.to(v.dtype), exact)
+        h = self._layer(net.out, self._gelu(self._layer(net.conv2, self._gelu(h, exact), exact), exact), exact)
+        mean16, raw16 = h.chunk(2, dim=1)
+        return base16[:, a:b] + mean16, raw16
+
+    def params(self, context: Tensor, stage: int, stages: list[tuple[Tensor, Tensor, tuple[int, int]]]
+               ) -> tuple[Tensor, Tensor]:
+        """Mean and scale of a stage for the likelihood (training): the fixed-point nets simulated."""
+        if stage == 0:
+            return super().params(context, stage, stages)
+        mask, known, (a, b) = stages[stage]
+        net = self.nets[stage - 1]
+        mean_s, raw_s = self._net16(net, context * known, known, context[:, :a] if a else None, mask, exact=False)
+        d = net.dilation
+        sub = (slice(None), slice(None)) + (slice(None, None, d),) * (context.dim() - 2)
+        mean = context.new_zeros((context.shape[0], b - a, *context.shape[2:]))
+        scale = torch.ones_like(mean)
+        mean[sub], scale[sub] = mean_s / _FX_ACT, self._scale(raw_s / _FX_ACT)
+        return mean, scale
+
+    def coding_params(self, q: Tensor, stage: int, stages: list[tuple[Tensor, Tensor, tuple[int, int]]]
+                      ) -> tuple[Tensor, Tensor]:
+        """Table index and integer centre (int64, ``(B, chunk, n)``) of the elements a stage codes."""
+        mask, known, (a, b) = stages[stage]
+        n = int(mask.sum())
+        if stage == 0:
+            # Per-channel constants, computed once in float64 on the CPU.
+            mean16 = torch.round(self.base_mean[a:b].detach().double().cpu() * _FX_ACT)
+            scale = self._scale(self.base_log_scale[a:b].detach().double().cpu().exp())
+            sidx = torch.searchsorted(self.scale_table.double().cpu(), scale).clamp_max(len(self.scale_table) - 1)
+            mean16 = mean16.to(q.device).float().view(1, -1, 1).expand(q.shape[0], -1, n)
+            sidx = sidx.to(q.device).view(1, -1, 1).expand(q.shape[0], -1, n)
+        else:
+            net = self.nets[stage - 1]
+            mean_s, raw_s = self._net16(net, q * known, known, q[:, :a] if a else None, mask, exact=True)
+            d = net.dilation
+            sub_mask = mask[(slice(None, None, d),) * mask.dim()]
+            mean16, raw16 = mean_s[..., sub_mask], raw_s[..., sub_mask]
+            r = (raw16.clamp(-_FX_RAW_RANGE, _FX_RAW_RANGE) + _FX_RAW_RANGE).long()
+            sidx = self._sidx_lut.to(q.device)[r]
+        centre = torch.floor((mean16 + _FX_ACT / 2) / _FX_ACT)
+        frac16 = mean16 - centre * _FX_ACT  # in [-8, 7]
+        fbin = torch.floor((frac16 + _FX_ACT / 2) * (_MEAN_BINS / _FX_ACT)).long()
+        return sidx * _MEAN_BINS + fbin, centre.long()
+
+    # -- coding --------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, q: Tensor) -> tuple[list[list[bytes]], list[str]]:
+        """Code a batch ``(B, C, *S)`` in one pass per stage (see :meth:`HierarchicalContextModel.compress`)."""
+        tables = self._tables()
+        q = q.float()
+        if q.numel() and float(q.abs().max()) > LATENT_LIMIT:
+            raise ValueError(f"latent values must be integers in [-{LATENT_LIMIT:.0f}, {LATENT_LIMIT:.0f}]")
+        stages = self.stages(q.shape[2:], q.device)
+        batch = q.shape[0]
+        streams: list[list[bytes]] = [[] for _ in range(batch)]
+        used: list[Tensor] = []
+        for i, (mask, _, (a, b)) in enumerate(stages):
+            idx, centre = self.coding_params(q, i, stages)
+            sym = (q[:, a:b][(slice(None), slice(None), mask)].long() - centre).reshape(batch, -1).cpu()
+            idx = idx.reshape(batch, -1).cpu()
+            blobs = rans.encode_batch(list(sym.unbind(0)), list(idx.unbind(0)), tables)
+            for n in range(batch):
+                streams[n].append(blobs[n])
+            used += [idx.to(torch.int32), centre.reshape(batch, -1).cpu().to(torch.int32)]
+        return streams, self._digests(used, batch)
+
+    @staticmethod
+    def _digests(used: list[Tensor], batch: int) -> list[str]:
+        flat = torch.cat(used, 1) if used else torch.zeros(batch, 0, dtype=torch.int32)
+        return [tensor_hash(flat[n]) for n in range(batch)]
+
+    @torch.no_grad()
+    def decompress(self, streams: list[list[bytes]] | list[bytes], size: Sequence[int], digests: list[str] | str,
+                   device: torch.device | str = "cpu") -> Tensor:
+        """Inverse of :meth:`compress` for a whole batch: one net pass and one rANS call per stage."""
+        single = isinstance(digests, str)
+        if single:
+            streams, digests = [streams], [digests]  # type: ignore[list-item]
+        tables = self._tables()
+        stages = self.stages(tuple(size), device)
+        if any(len(s) != len(stages) for s in streams):
+            raise BitstreamError(f"expected {len(stages)} latent streams per item")
+        batch = len(streams)
+        q = torch.zeros((batch, self.channels, *size), device=device)
+        used: list[Tensor] = []
+        for i, (mask, _, (a, b)) in enumerate(stages):
+            try:
+                idx, centre = self.coding_params(q, i, stages)
+            except OverflowError as e:  # only decoded garbage can leave the trained range
+                raise BitstreamError(f"corrupted stream: {e}") from None
+            idx_rows = idx.reshape(batch, -1).cpu()
+            sym = rans.decode_batch([s[i] for s in streams], list(idx_rows.unbind(0)), tables)
+            values = torch.stack(sym).to(device).long().reshape(centre.shape) + centre
+            if bool((values.abs() > LATENT_LIMIT).any()):
+                raise BitstreamError("latent value out of range: corrupted stream")
+            view = q[:, a:b]
+            view[(slice(None), slice(None), mask)] = values.to(q.dtype)
+            used += [idx_rows.to(torch.int32), centre.reshape(batch, -1).cpu().to(torch.int32)]
+        for n, (got, want) in enumerate(zip(self._digests(used, batch), digests)):
+            if got != want:
+                raise ModelMismatchError(
+                    f"the entropy model's table indexes recomputed here differ from the encoder's (item {n}); "
+                    "refusing to decode into garbage"
+                )
+        return q[0] if single else q
+
+
+# ----------------------------------------------------------------------------------------------
 # The codec
 # ----------------------------------------------------------------------------------------------
 
@@ -473,6 +729,14 @@ class WaLLoC(Codec):
         decoder_channels, decoder_blocks: width and residual blocks of the decoder CNN.
         context_levels, context_hidden: the entropy model's lattice levels and width.
         context_splits: channel chunk boundaries of the entropy model (default: C/6, C/2).
+        entropy_model: ``"hierarchical"`` (:class:`HierarchicalContextModel`, the default, which
+            the ``context_*`` arguments configure), ``"hierarchical_exact"`` (the same in exact
+            fixed point, :class:`ExactHierarchicalContextModel`: batches code and decode in one
+            pass per stage) or ``"channel_checkerboard"``
+            (:class:`~neuralcodec.codecs.channel_context.ChannelCheckerboardModel`: hyperprior,
+            channel groups and checkerboard in exact integer arithmetic; 9 streams, batches
+            decode in one pass per stage).
+        entropy_config: keyword arguments of the ``channel_checkerboard`` model.
         init_step: initial quantization step in orthonormal wavelet units.
         dims: spatial dimensions (2 for images).
 
@@ -489,12 +753,18 @@ class WaLLoC(Codec):
     def __init__(self, in_channels: int = 3, latent_channels: int = 12, levels: int = 3, wavelet: str = "bior4.4",
                  decoder_channels: int = 128, decoder_blocks: int = 3, context_levels: int = 3,
                  context_hidden: int = 48, context_splits: list[int] | None = None, init_step: float = 0.1,
-                 dims: int = 2) -> None:
+                 dims: int = 2, entropy_model: str = "hierarchical", entropy_config: dict[str, Any] | None = None
+                 ) -> None:
         super().__init__(in_channels=in_channels, latent_channels=latent_channels, levels=levels, wavelet=wavelet,
                          decoder_channels=decoder_channels, decoder_blocks=decoder_blocks,
                          context_levels=context_levels, context_hidden=context_hidden,
                          context_splits=None if context_splits is None else list(context_splits), init_step=init_step,
                          dims=dims)
+        if entropy_model not in ENTROPY_MODELS:
+            raise ValueError(f"unknown entropy_model {entropy_model!r}; known: {', '.join(ENTROPY_MODELS)}")
+        if entropy_model != "hierarchical" or entropy_config:
+            # Only written when not the default, so the cards of earlier models stay as they were.
+            self.config.update(entropy_model=entropy_model, entropy_config=dict(entropy_config or {}))
         if dims not in self.supported_dims:
             raise NotImplementedError(f"{type(self).__name__} handles dims in {self.supported_dims}; the layers are nD")
         self.nd = dims
@@ -513,7 +783,11 @@ class WaLLoC(Codec):
         self.decoder = LatentDecoder(dims, latent_channels, coeffs, decoder_channels, decoder_blocks)
         with torch.no_grad():
             self.decoder.linear.weight.copy_(self.encoder.weight.transpose(0, 1))
-        self.entropy = HierarchicalContextModel(dims, latent_channels, context_levels, context_hidden, context_splits)
+        if entropy_model in ("hierarchical", "hierarchical_exact"):
+            cls = HierarchicalContextModel if entropy_model == "hierarchical" else ExactHierarchicalContextModel
+            self.entropy = cls(dims, latent_channels, context_levels, context_hidden, context_splits)
+        else:
+            self.entropy = ChannelCheckerboardModel(dims, latent_channels, **(entropy_config or {}))
 
     # -- helpers -------------------------------------------------------------------------
     def _gain(self) -> Tensor:
@@ -565,7 +839,9 @@ class WaLLoC(Codec):
         else:
             y_noisy = torch.round(y)
         likelihoods = self.entropy(y_noisy, y_round)
-        return {"x_hat": self.synthesis(y_round), "likelihoods": {"y": likelihoods}, "y": y}
+        if not isinstance(likelihoods, dict):  # the hierarchical model has no side information
+            likelihoods = {"y": likelihoods}
+        return {"x_hat": self.synthesis(y_round), "likelihoods": likelihoods, "y": y}
 
     def update(self) -> None:
         """Build the entropy coder's integer tables (after training)."""
@@ -609,13 +885,16 @@ class WaLLoC(Codec):
         x = x.to(self.device)
         _, alpha, mode = self._prepare(x)
         q = self.quantized_latents(x)
-        # Context parameters item by item: the decoder sees one item at a time, and a batched
-        # CPU convolution may round differently from a single-item one.
-        streams, digests = [], []
-        for b in range(q.shape[0]):
-            s_b, d_b = self.entropy.compress(q[b : b + 1])
-            streams += s_b
-            digests += d_b
+        if getattr(self.entropy, "batch_exact", False):  # exact integer nets: the batch in one pass
+            streams, digests = self.entropy.compress(q)
+        else:
+            # Context parameters item by item: the decoder sees one item at a time, and a batched
+            # CPU convolution may round differently from a single-item one.
+            streams, digests = [], []
+            for b in range(q.shape[0]):
+                s_b, d_b = self.entropy.compress(q[b : b + 1])
+                streams += s_b
+                digests += d_b
         meta_base = dict(metadata or {})
         blobs = []
         for b in range(x.shape[0]):
@@ -633,22 +912,42 @@ class WaLLoC(Codec):
         m = self.multiple
         return open_image_container(self, blob, "walloc", "WaLLoC", lambda h, w: [-(-h // m), -(-w // m)])
 
-    @torch.no_grad()
-    def _latents_one(self, blob: bytes) -> tuple[Tensor, Container, dict[str, Any]]:
+    def latent_streams(self, blob: bytes) -> tuple[list[bytes], tuple[int, ...], str, Container, dict[str, Any]]:
+        """Open and check a file: its latent streams (in coding order), latent size, index digest."""
         c, info = self._open(blob)
-        names = [f"g{g}" for g in range(self.entropy.num_stages(tuple(info["latent"])))]
+        size = tuple(info["latent"])
+        names = [f"g{g}" for g in range(self.entropy.num_stages(size))]
         allowed = set(names) | ({"alpha"} if info["mode"] == "RGBA" else set())
         if set(c.sections) != allowed:
             raise BitstreamError(f"unexpected sections {sorted(c.sections)}; expected {sorted(allowed)}")
-        q = self.entropy.decompress([c.sections[n] for n in names], tuple(info["latent"]), info["digest"],
-                                    device=self.device)
+        return [c.sections[n] for n in names], size, info["digest"], c, info
+
+    @torch.no_grad()
+    def _latents_one(self, blob: bytes) -> tuple[Tensor, Container, dict[str, Any]]:
+        streams, size, digest, c, info = self.latent_streams(blob)
+        q = self.entropy.decompress(streams, size, digest, device=self.device)
         return q, c, info
 
     @torch.no_grad()
     def latents(self, blob: bytes | list[bytes]) -> Tensor | list[Tensor]:
-        """Quantized latent ``(C_lat, h, w)`` of a file, by entropy decoding only (no synthesis)."""
+        """Quantized latent ``(C_lat, h, w)`` of a file, by entropy decoding only (no synthesis).
+
+        A list of files gives a list; with an exact (``batch_exact``) entropy model, files
+        of the same latent size are decoded together, one pass per coding stage.
+        """
         if isinstance(blob, (list, tuple)):
-            return [self._latents_one(b)[0] for b in blob]
+            if not getattr(self.entropy, "batch_exact", False):
+                return [self._latents_one(b)[0] for b in blob]
+            out: list[Tensor | None] = [None] * len(blob)
+            groups: dict[tuple[int, ...], list[tuple[int, list[bytes], str]]] = {}
+            for i, b in enumerate(blob):
+                streams, size, digest, _, _ = self.latent_streams(b)
+                groups.setdefault(size, []).append((i, streams, digest))
+            for size, members in groups.items():
+                q = self.entropy.decompress([m[1] for m in members], size, [m[2] for m in members], device=self.device)
+                for (i, _, _), latent in zip(members, q):
+                    out[i] = latent
+            return out  # type: ignore[return-value]
         return self._latents_one(blob)[0]
 
     @torch.no_grad()

@@ -47,9 +47,12 @@ __all__ = ["LatentDataset", "decode_latents", "decode_media"]
 def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.device | None = None) -> list[torch.Tensor]:
     """Entropy-decode many ``.ncf`` blobs to latents, batched where the codec allows it.
 
-    For WaLLoC images, the rANS streams of all items with the same latent size are decoded
-    together, stage by stage (the context nets run on ``device``, one item at a time, so
-    their outputs match the encoder's bit for bit); other codecs decode item by item with
+    For WaLLoC images, all items with the same latent size are decoded together, stage by
+    stage. With an exact entropy model (``codec.entropy.batch_exact``, e.g. the
+    ``channel_checkerboard`` model of ``walloc-image-16x``) each stage is one pass of its net
+    over the whole batch and one rANS call over all items' lanes; with the older
+    hierarchical model the nets run one item at a time (their float outputs depend on the
+    batch size) and only the rANS calls are batched. Other codecs decode item by item with
     ``codec.latents``. The result equals ``codec.latents(blob)`` for every blob.
 
     >>> import torch
@@ -67,18 +70,19 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
     out: list[torch.Tensor | None] = [None] * len(blobs)
     groups: dict[tuple[int, ...], list[tuple[int, list[bytes], str]]] = {}
     for i, blob in enumerate(blobs):
-        # _open is WaLLoC's own validation of a file (model identity, shapes, metadata):
+        # WaLLoC's own validation of a file (model identity, shapes, metadata, sections):
         # the same checks as codec.latents, before any stream is decoded.
-        container, info = codec._open(blob)
-        size = tuple(info["latent"])
-        names = [f"g{g}" for g in range(codec.entropy.num_stages(size))]
-        allowed = set(names) | ({"alpha"} if info["mode"] == "RGBA" else set())
-        if set(container.sections) != allowed:
-            raise BitstreamError(f"unexpected sections {sorted(container.sections)}; expected {sorted(allowed)}")
-        groups.setdefault(size, []).append((i, [container.sections[n] for n in names], info["digest"]))
+        streams, size, digest, _, _ = codec.latent_streams(blob)
+        groups.setdefault(size, []).append((i, streams, digest))
+    exact = getattr(codec.entropy, "batch_exact", False)
     with torch.no_grad():
         for size, members in groups.items():
-            q = _decompress_item_nets(codec.entropy, [m[1] for m in members], size, [m[2] for m in members], device)
+            streams = [m[1] for m in members]
+            digests = [m[2] for m in members]
+            if exact:
+                q = codec.entropy.decompress(streams, size, digests, device=device)
+            else:
+                q = _decompress_item_nets(codec.entropy, streams, size, digests, device)
             for (i, _, _), latent in zip(members, q):
                 out[i] = latent
     return out  # type: ignore[return-value]

@@ -508,3 +508,11 @@ def test_identity_cache_sees_in_place_changes():
     assert second is not first and second.digest != first.digest
     blob = rans.encode_with_indexes([1, 1, 0], [0, 0, 0], cdf, lengths, offsets)
     assert rans.decode_with_indexes(blob, [0, 0, 0], cdf, lengths, offsets).tolist() == [1, 1, 0]
+
+
+def test_cpu_decode_table_is_the_repeat_of_every_bin_by_its_frequency():
+    _, _, gc = _gaussian_data(10, seed=14)
+    tables = rans.prepare_tables(gc._quantized_cdf, gc._cdf_length, gc._offset)
+    bins = torch.arange(tables.freq.numel(), dtype=torch.int32)
+    expected = torch.repeat_interleave(bins, tables.freq, output_size=(tables.num_tables + 1) * PROB)
+    assert torch.equal(tables.decode_lut(), expected)

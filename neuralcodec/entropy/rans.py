@@ -196,8 +196,15 @@ class CdfTables:
                 if self._lut is None:
                     # Each table's frequencies sum to 2**16, so repeating every bin id by its
                     # frequency lays out exactly one 65536-slot row per table.
-                    bins = torch.arange(self.freq.numel(), device=self.device, dtype=torch.int32)
-                    self._lut = torch.repeat_interleave(bins, self.freq, output_size=(self.num_tables + 1) * PROB_SCALE)
+                    if self.device.type == "cpu":  # NumPy, nonzero bins only: several times faster
+                        freq = self.freq.numpy()
+                        used = np.flatnonzero(freq)
+                        self._lut = torch.from_numpy(np.repeat(used.astype(np.int32), freq[used]))
+                    else:
+                        bins = torch.arange(self.freq.numel(), device=self.device, dtype=torch.int32)
+                        self._lut = torch.repeat_interleave(
+                            bins, self.freq, output_size=(self.num_tables + 1) * PROB_SCALE
+                        )
         return self._lut
 
     def to(self, device: torch.device | str) -> "CdfTables":

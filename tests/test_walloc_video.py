@@ -30,14 +30,16 @@ def tiny(gop: int = 4, seed: int = 0) -> WaLLoCVideo:
                        temporal_hidden=8, gop=gop, init_step=0.2).eval()
 
 
-def moving_clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A smooth pattern drifting by one pixel per frame, plus a little noise: (3, t, h, w) in [0, 1]."""
+def moving_clip(t: int, h: int, w: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    """A smooth pattern (``scale`` stretches it) drifting by one pixel per frame, plus a little
+    noise: (3, t, h, w) in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                             indexing="ij")
     frames = []
     for k in range(t):
-        base = torch.stack([torch.sin((xx - k) / 3.0), torch.cos((yy + k) / 4.0), torch.sin((xx + yy) / 5.0)])
+        base = torch.stack([torch.sin((xx - k) / (3.0 * scale)), torch.cos((yy + k) / (4.0 * scale)),
+                            torch.sin((xx + yy) / (5.0 * scale))])
         frames.append(0.5 + 0.35 * base + 0.02 * torch.randn(3, h, w, generator=g))
     return torch.stack(frames, 1).clamp(0, 1)
 
@@ -191,7 +193,7 @@ def test_cli_roundtrip_keeps_fps_and_frames(tmp_path: Path, model: WaLLoCVideo) 
 @pytest.mark.skipif("walloc-video" not in neuralcodec.available(), reason="walloc-video is not shipped")
 def test_shipped_model_small_clip() -> None:
     m = neuralcodec.load("walloc-video")
-    x = moving_clip(5, 64, 64)
+    x = moving_clip(5, 64, 64, scale=4.0)
     blob = m.compress(x, fps=25)
     y = m.decompress(blob)
     assert y.shape == x.shape

@@ -109,15 +109,19 @@ def test_resampled_output(tmp_path: Path) -> None:
 
 
 @needs_espeak
-def test_pack_and_latent_dataset_keep_digit_labels(digits: tuple[Path, dict], tmp_path: Path) -> None:
+def test_pack_and_latent_dataset_keep_digit_labels(digits: tuple[Path, dict], tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
     """The clips pack into audio shards (labels from the class folders) and read back as latents."""
     from neuralcodec.codecs.walloc_audio import WaLLoCAudio
     from neuralcodec.datasets import LatentDataset, pack
 
     out, _ = digits
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: threads only add overhead on a busy machine
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     codec = WaLLoCAudio(latent_channels=4, levels=3, decoder_channels=8, decoder_blocks=1, context_hidden=8,
-                        sample_rate=sd.ESPEAK_RATE, chunk=32768, margin=64, crossfade=64).eval()
+                        context_levels=1, sample_rate=sd.ESPEAK_RATE, chunk=32768, margin=64, crossfade=64).eval()
     index = pack(out / "test", tmp_path / "shards", model=codec, labels_from_dirs=True, shard_size=4, progress=False)
     assert index["modality"] == "audio" and index["items"] == 10 and index["classes"][7] == "7-seven"
     ds = LatentDataset(tmp_path / "shards", model=codec, batch_size=10)

@@ -226,6 +226,7 @@ def test_cli_encode_decode_info(tiny, tmp_path):
     y, rate = sf.read(out, always_2d=True)
     assert rate == 44100 and y.shape == (5000, 2)
     assert main(["info", str(tmp_path / "song4.ncf")]) == 0
+    assert main(["train", "walloc-audio-rvq", "--help"]) == 0  # the recipe is a `codec train` preset
     # Too many quantizers, or --quantizers for a codec without them: a clear failure, no output file.
     bad = tmp_path / "bad.ncf"
     assert main(["encode", str(wav), "-o", str(bad), "--model", f"{model_path}.json", "--quantizers", "9", "-q"]) == 1

@@ -8,8 +8,9 @@ consecutive pairs, as in :class:`~neuralcodec.codecs.walloc_audio.WaLLoCAudio`):
       ─▶ tokens (G, Q, n)  ─ categorical prior per (quantizer, group) ─ rANS ─▶ one stream per quantizer
     tokens ─ codebooks ─ ŷ ─ WaLLoC-audio decoder ─ IWPT ─ × gain ─▶ x̂
 
-* **Analysis and synthesis** are WaLLoC-audio's (copied into this model's weights, so the
-  model is self-contained); only the quantizer and the token priors are new.
+* **Analysis and synthesis** start as WaLLoC-audio's (copied into this model's weights, so the
+  model is self-contained). The analysis stays frozen (the tokens are codes of WaLLoC-audio
+  latents); the recipe may fine-tune the decoder on quantized latents (the model card says).
 * **Groups**: channel ``c`` goes to group ``c % G``. The latent channels are PCA-ordered
   (variance falls with the index), so interleaving gives every group the same mix of strong
   and weak channels and an equal share of the bits.

@@ -84,13 +84,13 @@ def test_round_trip_shapes_modes_and_latents(kind, h, w, channels):
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_batched_compress_equals_single_and_batched_decode_equals_single(kind):
     m = tiny(kind=kind)
-    x = smooth_images(5, 40, 56, seed=3)
+    x = smooth_images(3, 32, 40, seed=3)
     blobs = m.compress(x)
     assert blobs == [m.compress(xi) for xi in x]  # exact nets: the batch does not change the bytes
     singles = [m.latents(b) for b in blobs]
     for a, b in zip(m.latents(blobs), singles):
         assert torch.equal(a, b)
-    mixed = blobs[:2] + [m.compress(torch.rand(3, 24, 16))] + blobs[2:]
+    mixed = blobs[:1] + [m.compress(torch.rand(3, 24, 16))] + blobs[1:]
     for a, b in zip(decode_latents(m, mixed), [m.latents(b) for b in mixed]):
         assert torch.equal(a, b)
 
@@ -230,9 +230,9 @@ def test_training_reduces_bits_and_gives_side_information_likelihoods():
     torch.manual_seed(0)
     ent = ChannelCheckerboardModel(channels=6, **SMALL)
     q = torch.round(torch.randn(4, 6, 8, 8) * torch.tensor([8.0, 4, 2, 1, 1, 1]).view(1, -1, 1, 1))
-    opt = torch.optim.Adam(ent.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(ent.parameters(), lr=2e-2)
     history = []
-    for _ in range(30):
+    for _ in range(15):
         lik = ent(q, q)
         assert lik["y"].shape == q.shape and lik["z"].shape == (4, 2, 2, 2)
         bits = (-torch.log2(lik["y"]).sum() - torch.log2(lik["z"]).sum()) / q.numel()
@@ -240,7 +240,7 @@ def test_training_reduces_bits_and_gives_side_information_likelihoods():
         (bits + ent.aux_loss()).backward()
         opt.step()
         history.append(float(bits))
-    assert np.mean(history[-5:]) < 0.9 * np.mean(history[:5])
+    assert np.mean(history[-3:]) < 0.9 * np.mean(history[:3])
 
 
 def test_train_entropy_exports_a_model_with_the_same_latents(tmp_path):

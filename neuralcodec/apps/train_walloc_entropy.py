@@ -350,7 +350,8 @@ def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str 
                              crop=crop, lr=lr, seed=seed, threads=threads, max_minutes=max_minutes,
                              eval_data=eval_data, eval_every=eval_every, entropy_model=entropy_model,
                              entropy_config={"hidden": hidden} if entropy_model == "channel_checkerboard" else {})
-    command = "codec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
+    args = [a for a in sys.argv[1:] if a not in ("train", "walloc-image-entropy")]
+    command = "codec train walloc-image-entropy " + " ".join(shlex.quote(a) for a in args)
     path = train_entropy(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")
 

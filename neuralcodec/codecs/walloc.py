@@ -24,6 +24,11 @@ video (3D) reuse them)::
   at the same positions. Each (group, chunk) stage is one rANS stream, so decoding is a few
   tensor passes, not a raster scan. Symbols are ``q - round(mean)``, coded with a
   discretized Gaussian table chosen by scale and by the rounded-away fraction of the mean.
+  :class:`ExactHierarchicalContextModel` (``entropy_model="hierarchical_exact"``, used by
+  ``walloc-image-16x``) is the same model in exact fixed-point arithmetic: its table indexes
+  do not depend on the batch, the thread count or the device, so batches are coded and
+  decoded in one pass per stage. ``entropy_model="channel_checkerboard"`` selects a
+  hyperprior + channel-group + checkerboard model (:mod:`.channel_context`, 9 streams).
 * **Decoder**: the exact linear inverse of the encoder plus a residual convolutional net at
   latent resolution (zero-initialised last layer, so training starts from the linear
   codec); no attention, no normalization over the batch or the image, so any size and any
@@ -552,6 +557,7 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
     """
 
     batch_exact = True
+    mean_bins = 8  # fractional-mean bins of the tables (1/8 wide: two 1/16 steps each)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -562,6 +568,40 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         scale = F.softplus(r).clamp_min(self.scale_min)
         sidx = torch.searchsorted(self.scale_table.double(), scale).clamp_max(len(self.scale_table) - 1)
         self.register_buffer("_sidx_lut", sidx.to(torch.int64), persistent=False)
+
+    # -- integer tables ------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self._cdfs.shape[0] != len(self.scale_table) * self.mean_bins:
+            self.update()  # a float hierarchical model's weights: its tables have 4 mean bins
+
+    def update(self, force: bool = True) -> None:
+        """Coding tables: one per (scale, mean-fraction bin); the bins follow the integer means.
+
+        A mean at 1/16 steps has fraction ``f / 16``, ``f`` in ``[-8, 7]``; bin ``j`` holds
+        ``f`` in ``[2j - 8, 2j - 7]`` and its table is centred on their average.
+        """
+        scales = self.scale_table.detach().cpu().double()
+        width = int(_FX_ACT) // self.mean_bins
+        centres = (torch.arange(self.mean_bins, dtype=torch.float64) * width - _FX_ACT / 2 + (width - 1) / 2) / _FX_ACT
+        halves = torch.ceil(scales * 6.5).long() + 1  # ±6.5 sigma; the rest escapes exactly
+        v = torch.arange(-int(halves.max()), int(halves.max()) + 1, dtype=torch.float64)
+        k = 2.0**-0.5
+        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
+        half_bin = 0.5 / scales[:, None, None]
+        pmf = torch.where(
+            u > 0,
+            0.5 * torch.erfc((u - half_bin) * k) - 0.5 * torch.erfc((u + half_bin) * k),
+            0.5 * torch.erfc(-(u + half_bin) * k) - 0.5 * torch.erfc(-(u - half_bin) * k),
+        )
+        pmfs, offsets = [], []
+        centre_index = int(halves.max())
+        for i, h in enumerate(halves.tolist()):
+            for j in range(self.mean_bins):
+                pmfs.append(pmf[i, j, centre_index - h : centre_index + h + 1])
+                offsets.append(-h)
+        self._cdfs, self._cdf_lengths, self._offsets = tables_from_pmfs(pmfs, offsets)
+        self._prepared = None
 
     # -- fixed-point context nets ------------------------------------------------------------
     def _gelu(self, h16: Tensor, exact: bool) -> Tensor:
@@ -646,8 +686,8 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
             sidx = self._sidx_lut.to(q.device)[r]
         centre = torch.floor((mean16 + _FX_ACT / 2) / _FX_ACT)
         frac16 = mean16 - centre * _FX_ACT  # in [-8, 7]
-        fbin = torch.floor((frac16 + _FX_ACT / 2) * (_MEAN_BINS / _FX_ACT)).long()
-        return sidx * _MEAN_BINS + fbin, centre.long()
+        fbin = torch.floor((frac16 + _FX_ACT / 2) * (self.mean_bins / _FX_ACT)).long()
+        return sidx * self.mean_bins + fbin, centre.long()
 
     # -- coding --------------------------------------------------------------------------
     @torch.no_grad()

@@ -14,7 +14,8 @@ Measured in one process, on the first ``--frames`` (64) frames of every clip in
   frame-to-frame differences, and of 3-level integer Haar bands over GOPs of 8;
 * x264 and x265 (PyAV, preset medium, CRF, 4:2:0, one thread; ``neuralcodec.apps.baselines``)
   at the bitrate walloc-video used on each clip (CRF searched for the closest rate; rate
-  from the codec packets), same metrics and speeds.
+  from the codec packets), same metrics and speeds; and the lowest rate at which each
+  reaches walloc-video's PSNR (RGB), as a rate ratio.
 
     python benchmarks/bench_walloc_video.py
     python benchmarks/bench_walloc_video.py --model runs/walloc-video/walloc-video.json --frames 16
@@ -151,6 +152,34 @@ def baseline_at_rate(name: str, video: Video, target_kbps: float) -> dict:
             "encode_fps": frames / enc_s, "decode_fps": frames / dec_s, "crfs_tried": sorted(tried)}
 
 
+def baseline_at_quality(name: str, video: Video, target_psnr_rgb: float) -> dict:
+    """The lowest rate at which a CRF baseline reaches at least ``target_psnr_rgb`` (bisection on CRF)."""
+    base = get_baseline(name)
+    lo, hi = base.quality_range  # a higher CRF gives a lower rate and quality
+    cache: dict[int, dict] = {}
+
+    def at(crf: int) -> dict:
+        if crf not in cache:
+            data = base.encode(video, crf)
+            decoded = base.decode(data, like=video)
+            cache[crf] = {"crf": crf, "kbps": base.payload_size(data) * 8 / video.seconds / 1000,
+                          **quality(video.frames, decoded.frames)}
+        return cache[crf]
+
+    good, bad = lo, hi  # invariant: psnr(good) >= target > psnr(bad), checked below
+    if at(hi)["psnr_rgb"] >= target_psnr_rgb:
+        return {**at(hi), "crfs_tried": [hi]}
+    if at(lo)["psnr_rgb"] < target_psnr_rgb:
+        return {**at(lo), "crfs_tried": sorted(cache), "note": "target not reached"}
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if at(mid)["psnr_rgb"] >= target_psnr_rgb:
+            good = mid
+        else:
+            bad = mid
+    return {**at(good), "crfs_tried": sorted(cache)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="walloc-video")
@@ -217,6 +246,11 @@ def main() -> None:
             row[name] = r
             print(f"  {name:12s}  {r['kbps']:8.1f} kbps  PSNR RGB {r['psnr_rgb']:.2f} dB  Y {r['psnr_y']:.2f} dB"
                   f"  enc {r['encode_fps']:.2f} fps  dec {r['decode_fps']:.2f} fps  (crf {r['crf']})")
+            same_q = baseline_at_quality(name, video, ours["psnr_rgb"])
+            r["at_equal_psnr_rgb"] = same_q
+            r["rate_ratio_at_equal_psnr_rgb"] = same_q["kbps"] / ours["kbps"]
+            print(f"    {name} reaches PSNR RGB {same_q['psnr_rgb']:.2f} dB (>= ours) at {same_q['kbps']:.1f} kbps "
+                  f"(crf {same_q['crf']}): {r['rate_ratio_at_equal_psnr_rgb']:.3f}x the rate of walloc-video")
             print(f"    walloc-video vs {name}: {ours['psnr_rgb'] - r['psnr_rgb']:+.2f} dB RGB, "
                   f"{ours['psnr_y'] - r['psnr_y']:+.2f} dB Y at {ours['kbps'] / r['kbps']:.2f}x its rate; "
                   f"encode {ours['encode_fps'] / r['encode_fps']:.3f}x, decode {ours['decode_fps'] / r['decode_fps']:.4f}x its speed")
@@ -233,6 +267,7 @@ def main() -> None:
         if done:
             summary[f"psnr_rgb_gain_vs_{name}_db"] = float(np.mean([r["walloc_video"]["psnr_rgb"] - r[name]["psnr_rgb"] for r in done]))
             summary[f"psnr_y_gain_vs_{name}_db"] = float(np.mean([r["walloc_video"]["psnr_y"] - r[name]["psnr_y"] for r in done]))
+            summary[f"{name}_rate_over_ours_at_equal_psnr_rgb"] = float(np.mean([r[name]["rate_ratio_at_equal_psnr_rgb"] for r in done]))
     result = {"benchmark": "bench_walloc_video", "model": model.name, "weights_hash": model.weights_hash(),
               "threads": args.threads, "frames_per_clip": args.frames, "device": "cpu",
               "speed_clock": "process CPU time (time.process_time)", "summary": summary, "clips": rows}

@@ -204,3 +204,40 @@ def test_shipped_model_small_clip() -> None:
     assert torch.equal(m.latents(blob), m.quantized_latents(x))
     # the temporal model beats coding every frame intra on this slowly moving clip
     assert len(blob) < len(m.compress(x, fps=25, gop=1))
+
+
+def test_training_recipe_smoke(tmp_path: Path) -> None:
+    """A few steps of `codec train walloc-video` on tiny data: export, model card, resume."""
+    import numpy as np
+    from PIL import Image
+
+    from neuralcodec.apps.train_walloc_video import VideoTrainConfig, train_walloc_video
+    from neuralcodec.codecs.walloc import WaLLoC
+
+    torch.manual_seed(0)
+    image_model = WaLLoC(latent_channels=4, levels=3, decoder_channels=8, decoder_blocks=1, context_hidden=8).eval()
+    save(image_model, tmp_path / "tiny-image")
+    photos, videos = tmp_path / "photos", tmp_path / "videos"
+    photos.mkdir()
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)).save(photos / f"p{k}.png")
+    write_video(videos / "v.mkv", moving_clip(6, 24, 32), 10)
+    cfg = VideoTrainConfig(images=str(photos), videos=str(videos), out=str(tmp_path / "run"),
+                           init_from=str(tmp_path / "tiny-image.json"), temporal_hidden=8, steps=3, batch_size=2,
+                           crop=4, holdout_frames=2, synth_clips_per_image=1, synth_frames=3, synth_size=64,
+                           checkpoint_every=1, log_every=1)
+    path = train_walloc_video(cfg, progress=False)
+    card = json.loads(Path(str(path) + ".json").read_text())
+    assert card["training"]["steps"] == 3 and card["training"]["data"]["videos"][0]["frames_used"] == "2..5"
+    assert card["training"]["init_from_weights_hash"] == image_model.weights_hash()
+    m = neuralcodec.load(str(path) + ".json")
+    assert m.weights_hash() == card["weights_hash"]
+    # the frame codec is the image model's (float16-rounded), so the latents agree almost everywhere
+    x = moving_clip(2, 16, 16)
+    assert m.decompress(m.compress(x, fps=10)).shape == x.shape
+    cfg.steps = 5
+    path = train_walloc_video(cfg, resume=True, progress=False)
+    assert json.loads(Path(str(path) + ".json").read_text())["training"]["steps"] == 5
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 1 + 5

@@ -281,6 +281,8 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                 params.append(p)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     step, elapsed = 0, 0.0
+    phase_steps = {name: 0 for name, _, _ in phases}  # steps run per phase (all sessions)
+    finished: set[str] = set()  # phases that used up their share of --max-minutes
     if resume and ckpt_path.is_file() and state_path.is_file():
         tensors = load_file(str(ckpt_path))
         info = json.loads(state_path.read_text())
@@ -288,6 +290,8 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
         _load_optimizer(opt, tensors, info["optimizer"])
         _set_rng_state(rng, info["rng"])
         step, elapsed = int(info["step"]), float(info["elapsed_s"])
+        phase_steps.update(info.get("phase_steps", {}))
+        finished = set(info.get("finished", []))
         print(f"resumed at step {step}", file=sys.stderr)
     else:
         with open(log_path, "w", newline="") as f:
@@ -299,7 +303,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
         tensors.update(opt_tensors)
         _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
         info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": opt_info,
-                "config": asdict(cfg)}
+                "config": asdict(cfg), "phase_steps": phase_steps, "finished": sorted(finished)}
         _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
 
     total = sum(n for _, _, n in phases)
@@ -307,25 +311,24 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=sum(phase_steps.values()), desc="train", dynamic_ncols=True)
     history: dict[str, list[float]] = {name: [] for name, _, _ in phases}
-    done: dict[str, int] = {name: 0 for name, _, _ in phases}  # steps actually run in this session
     log_f = open(log_path, "a", newline="")
     log = csv.writer(log_f)
     budget = 60 * cfg.max_minutes if cfg.max_minutes else None
     try:
-        offset = 0
+        share_start = 0.0  # fraction of the budget used up by the earlier phases
         for name, module, n_steps in phases:
-            phase_end = offset + n_steps
+            share = n_steps / total  # each phase gets the budget in proportion to its steps
             module.train()
-            while step < phase_end:
-                if budget is not None and elapsed >= budget * (phase_end / total):
-                    break  # this phase's share of the wall-time budget is spent
+            while phase_steps[name] < n_steps and name not in finished:
+                if budget is not None and elapsed >= budget * (share_start + share):
+                    finished.add(name)  # this phase's share of the wall-time budget is spent
+                    break
                 t0 = time.time()
-                local = step - offset
-                progress_frac = local / max(n_steps, 1)
+                progress_frac = phase_steps[name] / max(n_steps, 1)
                 if budget is not None:
-                    progress_frac = max(progress_frac, (elapsed - budget * offset / total) / (budget * n_steps / total))
+                    progress_frac = max(progress_frac, (elapsed - budget * share_start) / (budget * share))
                 lr = cfg.lr * (0.1 if progress_frac >= cfg.decay_at else 1.0)
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -337,9 +340,9 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 opt.step()
                 step += 1
+                phase_steps[name] += 1
                 elapsed += time.time() - t0
                 history[name].append(float(bits.detach()))
-                done[name] += 1
                 if step % cfg.log_every == 0:
                     log.writerow([step, name, f"{np.mean(history[name][-cfg.log_every:]):.4f}", lr, f"{elapsed:.1f}"])
                     log_f.flush()
@@ -349,9 +352,8 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                     bar.update(1)
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
-            step = max(step, phase_end) if budget is not None else step
             module.eval()
-            offset = phase_end
+            share_start += share
     finally:
         log_f.close()
         if bar is not None:
@@ -368,12 +370,13 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
         "training": {
             "command": command or "neuralcodec.apps.train_walloc_video.train_walloc_video(...)",
             "init_from": cfg.init_from,
+            "init_from_weights_hash": image.weights_hash(),
             "data": {"images": cfg.images, "videos": cfg.videos,
                      **{k: v for k, v in data_summary.items() if k != "kinds"},
                      "held_out": f"the first {cfg.holdout_frames} frames of every video (the benchmark's) "
                                  "are never trained on"},
             "steps": step,
-            "steps_run_per_phase_last_session": done,
+            "steps_per_phase": phase_steps,
             "config": asdict(cfg),
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),

@@ -499,7 +499,8 @@ class _STEFloor(torch.autograd.Function):
         return g
 
 
-def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int,
+                       l1: Tensor | None = None, bias_abs: float | None = None) -> Tensor:
     """``conv(x, weight) + bias`` of integer-valued tensors, computed exactly (nD, any device).
 
     Every partial sum of an output is at most ``sum_i L1(weight[o, i]) * max|x_i| + |bias_o|``.
@@ -512,13 +513,19 @@ def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: 
     >>> w = torch.randint(-50, 50, (4, 3, 3, 3)).float()
     >>> torch.equal(exact_integer_conv(x, w, None, 1).double(), F.conv2d(x.double(), w.double(), padding=1))
     True
+
+    ``l1`` (the ``(out, in)`` L1 norms of ``weight``, on the CPU) and ``bias_abs`` (``max|bias|``)
+    may be given precomputed.
     """
     nd = x.dim() - 2
     conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
     x_max = x.detach().abs().amax(dim=[0] + list(range(2, x.dim()))).double().cpu() if x.numel() else None
-    l1 = weight.detach().abs().double().cpu().sum(dim=tuple(range(2, weight.dim())))
+    if l1 is None:
+        l1 = weight.detach().abs().double().cpu().sum(dim=tuple(range(2, weight.dim())))
+    if bias_abs is None:
+        bias_abs = 0.0 if bias is None else float(bias.detach().abs().max())
     bound = 0.0 if x_max is None else float((l1 * x_max[None, :]).sum(1).max())
-    bound += 0.0 if bias is None else float(bias.detach().abs().max())
+    bound += bias_abs
     if bound < _F32_EXACT:
         dtype = torch.float32
     elif bound < _F64_EXACT:
@@ -568,6 +575,7 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         scale = F.softplus(r).clamp_min(self.scale_min)
         sidx = torch.searchsorted(self.scale_table.double(), scale).clamp_max(len(self.scale_table) - 1)
         self.register_buffer("_sidx_lut", sidx.to(torch.int64), persistent=False)
+        self._int_cache: dict[int, Any] = {}
 
     # -- integer tables ------------------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:
@@ -608,18 +616,31 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         if not exact:  # training: GELU rounded to the 1/16 grid
             return _STERound.apply(F.gelu(h16 / _FX_ACT) * _FX_ACT)
         lut = self._gelu_lut.to(h16.device)
-        idx = (h16 + _FX_GELU_RANGE).clamp_(0, 2 * _FX_GELU_RANGE).long()
+        idx = (h16 + _FX_GELU_RANGE).clamp_(0, 2 * _FX_GELU_RANGE).int()
         g = lut.index_select(0, idx.reshape(-1)).view(h16.shape)
         return torch.where(h16 > _FX_GELU_RANGE, h16, g)
+
+    def _integer_layer(self, layer: nn.Module) -> tuple[Tensor, Tensor, Tensor, float]:
+        """Integer weight (1/256) and bias (1/4096) of a conv, its L1 norms and max |bias|, cached
+        until the parameters change (a new tensor or an in-place update)."""
+        key = (layer.weight.data_ptr(), layer.weight._version, layer.bias.data_ptr(), layer.bias._version,
+               layer.weight.device)
+        cached = self._int_cache.get(id(layer))
+        if cached is None or cached[0] != key:
+            w = torch.round(layer.weight.detach() * _FX_WEIGHT)
+            b = torch.round(layer.bias.detach() * (_FX_WEIGHT * _FX_ACT))
+            l1 = w.abs().double().cpu().sum(dim=tuple(range(2, w.dim())))
+            cached = (key, (w, b, l1, float(b.abs().max())))
+            self._int_cache[id(layer)] = cached
+        return cached[1]
 
     def _layer(self, layer: nn.Module, a16: Tensor, exact: bool) -> Tensor:
         """One conv in fixed point: integers at 1/16 in, integers at 1/16 out (accumulator 1/4096)."""
         pad = layer.kernel_size[0] // 2
         if exact:
-            w = torch.round(layer.weight.detach() * _FX_WEIGHT)
-            b = torch.round(layer.bias.detach() * (_FX_WEIGHT * _FX_ACT))
-            acc = exact_integer_conv(a16, w, b, pad)
-            return torch.floor(acc / _FX_WEIGHT).to(a16.dtype)
+            w, b, l1, b_abs = self._integer_layer(layer)
+            acc = exact_integer_conv(a16, w, b, pad, l1, b_abs)
+            return acc.div_(_FX_WEIGHT).floor_().to(a16.dtype)  # exact: a power-of-two division
         conv = (F.conv1d, F.conv2d, F.conv3d)[a16.dim() - 3]
         w = _STERound.apply(layer.weight * _FX_WEIGHT)
         b = _STERound.apply(layer.bias * (_FX_WEIGHT * _FX_ACT))

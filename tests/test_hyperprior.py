@@ -243,6 +243,22 @@ def test_training_step_and_state_dict_round_trip(tmp_path):
     assert torch.equal(loaded.decompress(blob), m.decompress(blob))
 
 
+def test_warm_start_copies_weights_and_refuses_other_shapes(tmp_path):
+    import click
+
+    from neuralcodec.apps.train_hyperprior import _warm_start
+
+    torch.manual_seed(1)
+    source = build("hyperprior", {"variant": "mean", "N": 8, "M": 12}).eval()
+    source.update()
+    path = save(source, tmp_path / "src").with_suffix(".json")
+    target = build("hyperprior", {"variant": "mean", "N": 8, "M": 12, "lmbda": 0.05})
+    _warm_start(target, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))
+    with pytest.raises(click.BadParameter, match="does not match"):
+        _warm_start(build("hyperprior", {"variant": "mean", "N": 8, "M": 16}), str(path))
+
+
 _FAMILY = ["hyperprior-mean-q1", "hyperprior-mean-q2", "hyperprior-mean-q3"]
 
 

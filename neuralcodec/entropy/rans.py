@@ -23,8 +23,10 @@ Design (see ARCHITECTURE.md, "Entropy coding"):
   operations, same bytes: tested); on CUDA they run in torch. One item on CPU (the common
   case) has its own encoder path: NumPy gathers from per-(table, symbol) uint32 arrays cached
   in :class:`CdfTables`, a branchless uint32 step loop, the words picked out once at the end,
-  and per-thread reused work buffers (see :func:`_encode_flat_numpy`). Elsewhere, everything
-  before and after the loops (table gathers, word placement) is vectorized torch.
+  and per-thread reused work buffers (see :func:`_encode_flat_numpy`); its decoder loop serves the
+  lanes that read a word from a slice of the stream (:func:`_decode_single_numpy`: no cumulative
+  sum, about half the steps' cost on small lane counts). Elsewhere, everything before and after
+  the loops (table gathers, word placement) is vectorized torch.
 
 Blob layout (all integers little-endian)::
 

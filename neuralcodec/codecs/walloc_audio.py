@@ -86,9 +86,12 @@ def chunk_plan(frames: int, chunk: int, overlap: int, multiple: int, min_length:
 class WaLLoCAudio(WaLLoC):
     """WaLLoC audio codec (see the module docstring).
 
-    Args (beyond :class:`WaLLoC`'s): ``sample_rate`` (the training rate), ``chunk`` (samples
-    per coded chunk, a multiple of ``2**levels``), ``margin`` and ``crossfade`` (the chunk
-    overlap is ``2*margin + crossfade``), ``target_rms`` (the level every chunk is coded at).
+    Args (beyond :class:`WaLLoC`'s, ``entropy_model`` included): ``sample_rate`` (the training
+    rate), ``chunk`` (samples per coded chunk, a multiple of ``2**levels``), ``margin`` and
+    ``crossfade`` (the chunk overlap is ``2*margin + crossfade``), ``target_rms`` (the level
+    every chunk is coded at). ``entropy_model="hierarchical_exact"`` (the shipped model) codes
+    with integer context nets, so many files decode in one pass per stage
+    (:func:`neuralcodec.datasets.decode_latents`).
 
     >>> m = WaLLoCAudio(latent_channels=4, levels=3, decoder_channels=8, decoder_blocks=1, context_hidden=8)
     >>> out = m(torch.randn(2, 2, 64))
@@ -104,13 +107,15 @@ class WaLLoCAudio(WaLLoC):
                  decoder_channels: int = 128, decoder_blocks: int = 3, context_levels: int = 3,
                  context_hidden: int = 48, context_splits: list[int] | None = None, init_step: float = 0.05,
                  sample_rate: int = 44100, chunk: int = 1 << 19, margin: int = 4096, crossfade: int = 4096,
-                 target_rms: float = 0.1, dims: int = 1) -> None:
+                 target_rms: float = 0.1, dims: int = 1, entropy_model: str = "hierarchical",
+                 entropy_config: dict[str, Any] | None = None) -> None:
         if dims != 1:
             raise ValueError("the audio codec is one-dimensional (dims=1)")
         if in_channels != 2:
             raise ValueError("the audio network codes stereo pairs (in_channels=2)")
         super().__init__(in_channels, latent_channels, levels, wavelet, decoder_channels, decoder_blocks,
-                         context_levels, context_hidden, context_splits, init_step, dims=1)
+                         context_levels, context_hidden, context_splits, init_step, dims=1,
+                         entropy_model=entropy_model, entropy_config=entropy_config)
         self.config.update(sample_rate=sample_rate, chunk=chunk, margin=margin, crossfade=crossfade,
                            target_rms=target_rms)
         m = self.multiple

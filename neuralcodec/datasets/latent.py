@@ -48,7 +48,8 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
     """Entropy-decode many ``.ncf`` blobs to latents, batched where the codec allows it.
 
     For WaLLoC images, all items with the same latent size are decoded together, stage by
-    stage. With an exact entropy model (``codec.entropy.batch_exact``, e.g. the
+    stage; for WaLLoC audio, all coded chunks (of every stereo pair of every file) with the
+    same latent length are, and each file's chunks are then joined as ``codec.latents`` does. With an exact entropy model (``codec.entropy.batch_exact``, e.g. the
     ``channel_checkerboard`` model of ``walloc-image-16x``) each stage is one pass of its net
     over the whole batch and one rANS call over all items' lanes; with the older
     hierarchical model the nets run one item at a time (their float outputs depend on the
@@ -63,9 +64,12 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
     True
     """
     from ..codecs.walloc import WaLLoC
+    from ..codecs.walloc_audio import WaLLoCAudio
 
     device = torch.device(device) if device is not None else codec.device
-    if type(codec) is not WaLLoC:  # subclasses (WaLLoC audio) lay out their files differently
+    if type(codec) is WaLLoCAudio:
+        return _decode_audio_latents(codec, blobs, device)
+    if type(codec) is not WaLLoC:  # other subclasses (video) lay out their files differently
         return [codec.latents(b).to(device) for b in blobs]
     out: list[torch.Tensor | None] = [None] * len(blobs)
     groups: dict[tuple[int, ...], list[tuple[int, list[bytes], str]]] = {}
@@ -86,6 +90,44 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
             for (i, _, _), latent in zip(members, q):
                 out[i] = latent
     return out  # type: ignore[return-value]
+
+
+def _decode_audio_latents(codec: Any, blobs: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """:func:`decode_latents` for :class:`~neuralcodec.codecs.walloc_audio.WaLLoCAudio` files.
+
+    A file is coded as chunks x stereo pairs, each an independent latent ``(C_lat, n)`` with
+    its own rANS streams and index digest. All of them, across files, are grouped by ``n``
+    (1 s clips of similar length share one group) and each group is decoded in one call:
+    one pass of the nets and one rANS call per stage with an exact entropy model, nets item
+    by item otherwise. Each file's chunks are then stacked by pair and joined with the
+    codec's own ``_stitch`` (the gains are not applied: ``latents`` are gain-normalized).
+    """
+    opened = [codec._open(blob) for blob in blobs]  # the same checks as codec.latents, first
+    # (file, chunk, pair, streams, digest) of every coded latent, grouped by latent length.
+    groups: dict[int, list[tuple[int, int, int, list[bytes], str]]] = {}
+    chunks: list[list[list[torch.Tensor | None]]] = []
+    for i, (c, info) in enumerate(opened):
+        pairs, stages, data = info["pairs"], info["stages"], c.sections["data"]
+        offsets = np.concatenate([[0], np.cumsum(info["lengths"])])
+        chunks.append([[None] * pairs for _ in info["plan"]])
+        for k, (_, length) in enumerate(info["plan"]):
+            for p in range(pairs):
+                base = (k * pairs + p) * stages
+                streams = [data[offsets[j]:offsets[j + 1]] for j in range(base, base + stages)]
+                groups.setdefault(length // codec.multiple, []).append((i, k, p, streams, info["digests"][k * pairs + p]))
+    exact = getattr(codec.entropy, "batch_exact", False)
+    with torch.no_grad():
+        for n, members in groups.items():
+            streams = [m[3] for m in members]
+            digests = [m[4] for m in members]
+            if exact:
+                q = codec.entropy.decompress(streams, (n,), digests, device=device)
+            else:
+                q = _decompress_item_nets(codec.entropy, streams, (n,), digests, device)
+            for (i, k, p, _, _), latent in zip(members, q):
+                chunks[i][k][p] = latent
+    return [codec._stitch([torch.stack(pairs) for pairs in item], info["coded_frames"]).to(device)  # type: ignore[misc]
+            for item, (_, info) in zip(chunks, opened)]
 
 
 def _decompress_item_nets(entropy: Any, streams: list[list[bytes]], size: tuple[int, ...], digests: list[str],

@@ -69,7 +69,7 @@ def chunk_plan(frames: int, chunk: int, overlap: int, multiple: int, min_length:
     and to at least ``min_length``.
 
     >>> chunk_plan(10, 64, 16, 8)
-    [(0, 24)]
+    [(0, 32)]
     >>> chunk_plan(100, 64, 16, 8)
     [(0, 64), (48, 72)]
     """

@@ -17,6 +17,7 @@ import neuralcodec
 from neuralcodec.codecs import registry
 from neuralcodec.codecs.walloc_audio import WaLLoCAudio
 from neuralcodec.datasets import decode_latents
+from neuralcodec.datasets import latent as latent_module
 from neuralcodec.errors import ModelMismatchError
 
 torch.set_num_threads(1)
@@ -42,7 +43,7 @@ def blobs_of(codec: WaLLoCAudio) -> list[bytes]:
 
 
 @pytest.mark.parametrize("entropy_model", ["hierarchical_exact", "hierarchical"])
-def test_batched_audio_latents_equal_single_file_latents(entropy_model):
+def test_batched_audio_latents_equal_single_file_latents(entropy_model, monkeypatch):
     codec = tiny(entropy_model)
     blobs = blobs_of(codec)
     batched = decode_latents(codec, blobs)
@@ -56,6 +57,10 @@ def test_batched_audio_latents_equal_single_file_latents(entropy_model):
     # order and grouping do not matter
     again = decode_latents(codec, blobs[::-1])
     assert all(torch.equal(a, b) for a, b in zip(again[::-1], batched))
+    # groups split into several calls (the memory bound of long files) decode alike
+    monkeypatch.setattr(latent_module, "_AUDIO_POSITIONS_PER_CALL", 300)
+    split = decode_latents(codec, blobs)
+    assert all(torch.equal(a, b) for a, b in zip(split, batched))
 
 
 def test_batched_audio_latents_refuse_a_corrupted_file():

@@ -92,6 +92,9 @@ def decode_latents(codec: Any, blobs: Sequence[bytes], device: str | torch.devic
     return out  # type: ignore[return-value]
 
 
+_AUDIO_POSITIONS_PER_CALL = 1 << 18  # latent positions (x C_lat channels) per batched audio decode
+
+
 def _decode_audio_latents(codec: Any, blobs: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
     """:func:`decode_latents` for :class:`~neuralcodec.codecs.walloc_audio.WaLLoCAudio` files.
 
@@ -117,15 +120,20 @@ def _decode_audio_latents(codec: Any, blobs: Sequence[bytes], device: torch.devi
                 groups.setdefault(length // codec.multiple, []).append((i, k, p, streams, info["digests"][k * pairs + p]))
     exact = getattr(codec.entropy, "batch_exact", False)
     with torch.no_grad():
-        for n, members in groups.items():
-            streams = [m[3] for m in members]
-            digests = [m[4] for m in members]
-            if exact:
-                q = codec.entropy.decompress(streams, (n,), digests, device=device)
-            else:
-                q = _decompress_item_nets(codec.entropy, streams, (n,), digests, device)
-            for (i, k, p, _, _), latent in zip(members, q):
-                chunks[i][k][p] = latent
+        for n, group in groups.items():
+            # Long files have many full chunks (4,096 latent positions each for the shipped
+            # model): bound the positions decoded together, hence the nets' memory.
+            step = max(1, _AUDIO_POSITIONS_PER_CALL // n)
+            for start in range(0, len(group), step):
+                members = group[start:start + step]
+                streams = [m[3] for m in members]
+                digests = [m[4] for m in members]
+                if exact:
+                    q = codec.entropy.decompress(streams, (n,), digests, device=device)
+                else:
+                    q = _decompress_item_nets(codec.entropy, streams, (n,), digests, device)
+                for (i, k, p, _, _), latent in zip(members, q):
+                    chunks[i][k][p] = latent
     return [codec._stitch([torch.stack(pairs) for pairs in item], info["coded_frames"]).to(device)  # type: ignore[misc]
             for item, (_, info) in zip(chunks, opened)]
 

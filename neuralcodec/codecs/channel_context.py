@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from ..entropy import rans
 from ..entropy.models import EntropyBottleneck
-from ..entropy.tables import tables_from_pmfs, tensor_hash
+from ..entropy.gaussian import FloorSTE, RoundSTE, gaussian_likelihood, mean_scale_tables
+from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 
 __all__ = ["ChannelCheckerboardModel", "FixedPointNet", "checkerboard"]
@@ -62,27 +63,6 @@ SCALE_STEP = 2  # the scale tables are exp(k * SCALE_STEP / 2**ACT_BITS) apart: 
 LATENT_LIMIT = 127
 _F32_EXACT = float(2**24)
 _F64_EXACT = float(2**52)
-_LIKELIHOOD_BOUND = 1e-9
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
-
-
-class _FloorSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
 
 
 def checkerboard(size: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
@@ -143,7 +123,7 @@ class FixedPointNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Training path: the fixed-point arithmetic simulated in float (straight-through)."""
         sa, sw = 2.0**ACT_BITS, 2.0**WEIGHT_BITS
-        rnd, flo = _RoundSTE.apply, _FloorSTE.apply
+        rnd, flo = RoundSTE.apply, FloorSTE.apply
         a = rnd(x * sa) / sa
         top = ACT_MAX / sa
         for i, conv in enumerate(self.convs):
@@ -224,15 +204,6 @@ class FixedPointNet(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # The entropy model
 # ----------------------------------------------------------------------------------------------
-
-
-def gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
-    """Probability of the unit bin around ``y`` under ``N(mean, scale)`` (lower-bounded)."""
-    v = (y - mean).abs()
-    k = 2.0**-0.5
-    upper = 0.5 * torch.erfc(-(0.5 - v) / scale * k)
-    lower = 0.5 * torch.erfc(-(-0.5 - v) / scale * k)
-    return (upper - lower).clamp_min(_LIKELIHOOD_BOUND)
 
 
 class ChannelCheckerboardModel(nn.Module):
@@ -373,23 +344,7 @@ class ChannelCheckerboardModel(nn.Module):
         # Centre of the fractional means of bin j: fractions f in {2j-8, 2j-7} / 16.
         step = 2**ACT_BITS // MEAN_BINS
         centres = (torch.arange(MEAN_BINS, dtype=torch.float64) * step - 2 ** (ACT_BITS - 1) + (step - 1) / 2) / 2**ACT_BITS
-        halves = torch.ceil(scales * 6.5).long() + 1  # +-6.5 sigma; the rest escapes exactly
-        top = int(halves.max())
-        v = torch.arange(-top, top + 1, dtype=torch.float64)
-        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
-        half = 0.5 / scales[:, None, None]
-        kk = 2.0**-0.5
-        pmf = torch.where(
-            u > 0,
-            0.5 * torch.erfc((u - half) * kk) - 0.5 * torch.erfc((u + half) * kk),
-            0.5 * torch.erfc(-(u + half) * kk) - 0.5 * torch.erfc(-(u - half) * kk),
-        )
-        pmfs, offsets = [], []
-        for i, h in enumerate(halves.tolist()):
-            for j in range(MEAN_BINS):
-                pmfs.append(pmf[i, j, top - h : top + h + 1])
-                offsets.append(-h)
-        self._cdfs, self._cdf_lengths, self._offsets = tables_from_pmfs(pmfs, offsets)
+        self._cdfs, self._cdf_lengths, self._offsets = mean_scale_tables(scales, centres)  # +-6.5 sigma
         self._prepared = {}
 
     def update(self, force: bool = True) -> None:

@@ -53,6 +53,7 @@ from compressai.layers import GDN
 from torch import Tensor, nn
 
 from ..entropy import Container, EntropyBottleneck, GaussianConditional
+from ..entropy.gaussian import FloorSTE, RoundSTE
 from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms.wavelets import crop_to, pad_to_multiple
@@ -73,26 +74,6 @@ def _conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
 
 def _deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
-
-
-class _FloorSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,7 +127,7 @@ class FixedPointSynthesis(nn.Module):
     def forward(self, v: Tensor) -> Tensor:
         """Training path: the fixed-point network simulated in float (straight-through)."""
         sa, sw = 2.0**self.act_bits, 2.0**self.weight_bits
-        rnd, flo = _RoundSTE.apply, _FloorSTE.apply
+        rnd, flo = RoundSTE.apply, FloorSTE.apply
         a = rnd(v * sa)  # integers at scale 2**-act_bits
         for i, conv in enumerate(self.convs):
             w = rnd(conv.weight * sw) / sw
@@ -282,7 +263,7 @@ class HyperpriorCodec(Codec):
         scales, means = self._hyper_params(self.h_s(z_hat))
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         centre = 0 if means is None else means
-        y_hat = _RoundSTE.apply(y - centre) + centre
+        y_hat = RoundSTE.apply(y - centre) + centre
         return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "y": y}
 
     def aux_loss(self) -> Tensor:

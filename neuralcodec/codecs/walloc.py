@@ -59,7 +59,8 @@ from torch import Tensor, nn
 
 from ..entropy import Container
 from ..entropy import rans
-from ..entropy.tables import tables_from_pmfs, tensor_hash
+from ..entropy.gaussian import FloorSTE, RoundSTE, gaussian_likelihood, mean_scale_tables
+from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
@@ -71,7 +72,6 @@ __all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "ExactHier
            "ENTROPY_MODELS", "exact_integer_conv"]
 
 LATENT_LIMIT = 127.0  # latents stay in int8 range (and in an 8-bit mosaic for comparisons)
-_LIKELIHOOD_BOUND = 1e-9
 _MEAN_BINS = 4  # fractional-mean bins of the coding tables
 # WaLLoC's ``entropy_model`` choices: the hierarchical context model (float nets: audio, earlier
 # image weights), the same in exact fixed point (batches code in one pass per stage), or
@@ -347,26 +347,8 @@ class HierarchicalContextModel(nn.Module):
     # -- integer tables ------------------------------------------------------------------
     def update(self, force: bool = True) -> None:
         """Build the integer coding tables (float64): one per (scale, mean fraction) pair."""
-        scales = self.scale_table.detach().cpu().double()
         centres = (torch.arange(_MEAN_BINS, dtype=torch.float64) + 0.5) / _MEAN_BINS - 0.5
-        halves = torch.ceil(scales * 6.5).long() + 1  # ±6.5 sigma; the rest escapes exactly
-        v = torch.arange(-int(halves.max()), int(halves.max()) + 1, dtype=torch.float64)
-        k = 2.0**-0.5
-        # (scales, centres, values); erfc keeps both tails accurate.
-        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
-        half_bin = 0.5 / scales[:, None, None]
-        pmf = torch.where(
-            u > 0,
-            0.5 * torch.erfc((u - half_bin) * k) - 0.5 * torch.erfc((u + half_bin) * k),
-            0.5 * torch.erfc(-(u + half_bin) * k) - 0.5 * torch.erfc(-(u - half_bin) * k),
-        )
-        pmfs, offsets = [], []
-        centre_index = int(halves.max())
-        for i, h in enumerate(halves.tolist()):
-            for j in range(_MEAN_BINS):
-                pmfs.append(pmf[i, j, centre_index - h : centre_index + h + 1])
-                offsets.append(-h)
-        cdfs, lengths, offs = tables_from_pmfs(pmfs, offsets)
+        cdfs, lengths, offs = mean_scale_tables(self.scale_table, centres)  # ±6.5 sigma; the rest escapes
         self._cdfs, self._cdf_lengths, self._offsets = cdfs, lengths, offs
         self._prepared = None
 
@@ -457,16 +439,6 @@ class HierarchicalContextModel(nn.Module):
         return q[0] if single else q
 
 
-def gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
-    """Probability of the unit bin around ``y`` under ``N(mean, scale)`` (lower-bounded)."""
-    v = (y - mean).abs()
-    k = 2.0**-0.5
-    # Computed on |v| with erfc so the far tail keeps precision.
-    upper = 0.5 * torch.erfc(-(0.5 - v) / scale * k)
-    lower = 0.5 * torch.erfc(-(-0.5 - v) / scale * k)
-    return (upper - lower).clamp_min(_LIKELIHOOD_BOUND)
-
-
 # ----------------------------------------------------------------------------------------------
 # Exact (fixed-point) version of the hierarchical context model
 # ----------------------------------------------------------------------------------------------
@@ -477,26 +449,6 @@ _FX_GELU_RANGE = 128  # GELU by table on [-8, 8] (in 1/16 units); identity above
 _FX_RAW_RANGE = 16 * 96  # raw scale values by table on [-96, 96]; the scale index saturates beyond
 _F32_EXACT = float(2**24)
 _F64_EXACT = float(2**52)
-
-
-class _STERound(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
-
-
-class _STEFloor(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D102
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:  # noqa: D102
-        return g
 
 
 def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int,
@@ -589,32 +541,15 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         A mean at 1/16 steps has fraction ``f / 16``, ``f`` in ``[-8, 7]``; bin ``j`` holds
         ``f`` in ``[2j - 8, 2j - 7]`` and its table is centred on their average.
         """
-        scales = self.scale_table.detach().cpu().double()
         width = int(_FX_ACT) // self.mean_bins
         centres = (torch.arange(self.mean_bins, dtype=torch.float64) * width - _FX_ACT / 2 + (width - 1) / 2) / _FX_ACT
-        halves = torch.ceil(scales * 6.5).long() + 1  # ±6.5 sigma; the rest escapes exactly
-        v = torch.arange(-int(halves.max()), int(halves.max()) + 1, dtype=torch.float64)
-        k = 2.0**-0.5
-        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
-        half_bin = 0.5 / scales[:, None, None]
-        pmf = torch.where(
-            u > 0,
-            0.5 * torch.erfc((u - half_bin) * k) - 0.5 * torch.erfc((u + half_bin) * k),
-            0.5 * torch.erfc(-(u + half_bin) * k) - 0.5 * torch.erfc(-(u - half_bin) * k),
-        )
-        pmfs, offsets = [], []
-        centre_index = int(halves.max())
-        for i, h in enumerate(halves.tolist()):
-            for j in range(self.mean_bins):
-                pmfs.append(pmf[i, j, centre_index - h : centre_index + h + 1])
-                offsets.append(-h)
-        self._cdfs, self._cdf_lengths, self._offsets = tables_from_pmfs(pmfs, offsets)
+        self._cdfs, self._cdf_lengths, self._offsets = mean_scale_tables(self.scale_table, centres)
         self._prepared = None
 
     # -- fixed-point context nets ------------------------------------------------------------
     def _gelu(self, h16: Tensor, exact: bool) -> Tensor:
         if not exact:  # training: GELU rounded to the 1/16 grid
-            return _STERound.apply(F.gelu(h16 / _FX_ACT) * _FX_ACT)
+            return RoundSTE.apply(F.gelu(h16 / _FX_ACT) * _FX_ACT)
         lut = self._gelu_lut.to(h16.device)
         idx = (h16 + _FX_GELU_RANGE).clamp_(0, 2 * _FX_GELU_RANGE).int()
         g = lut.index_select(0, idx.reshape(-1)).view(h16.shape)
@@ -642,9 +577,9 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
             acc = exact_integer_conv(a16, w, b, pad, l1, b_abs)
             return acc.div_(_FX_WEIGHT).floor_().to(a16.dtype)  # exact: a power-of-two division
         conv = (F.conv1d, F.conv2d, F.conv3d)[a16.dim() - 3]
-        w = _STERound.apply(layer.weight * _FX_WEIGHT)
-        b = _STERound.apply(layer.bias * (_FX_WEIGHT * _FX_ACT))
-        return _STEFloor.apply(conv(a16, w, b, padding=pad) / _FX_WEIGHT)
+        w = RoundSTE.apply(layer.weight * _FX_WEIGHT)
+        b = RoundSTE.apply(layer.bias * (_FX_WEIGHT * _FX_ACT))
+        return FloorSTE.apply(conv(a16, w, b, padding=pad) / _FX_WEIGHT)
 
     def _net16(self, net: nn.Module, values: Tensor, known: Tensor, current: Tensor | None, positions: Tensor,
                exact: bool) -> tuple[Tensor, Tensor]:

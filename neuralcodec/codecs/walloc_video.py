@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..entropy import Container, rans
-from ..entropy.tables import tables_from_pmfs
+from ..entropy.gaussian import gaussian_likelihood, mean_scale_tables
 from ..errors import BitstreamError
 from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
@@ -66,7 +66,6 @@ from .walloc import LATENT_LIMIT, LatentDecoder, SoftClipCompander
 
 __all__ = ["WaLLoCVideo", "FrameContextModel"]
 
-_LIKELIHOOD_BOUND = 1e-9
 _MEAN_BINS = 4  # fractional-mean bins of the coding tables
 _DIGEST_BYTES = 8
 MAX_FRAMES = 1 << 24
@@ -257,30 +256,13 @@ class FrameContextModel(nn.Module):
             mk = mask.to(q.device)
             mean[:, a:b] = torch.where(mk, m, mean[:, a:b])
             scale[:, a:b] = torch.where(mk, s, scale[:, a:b])
-        return _gaussian_likelihood(q, mean, scale)
+        return gaussian_likelihood(q, mean, scale)
 
     # -- integer tables ------------------------------------------------------------------
     def update(self) -> None:
         """Build the integer coding tables (float64): one per (scale, mean fraction) pair."""
-        scales = self.scale_table.detach().cpu().double()
         centres = (torch.arange(_MEAN_BINS, dtype=torch.float64) + 0.5) / _MEAN_BINS - 0.5
-        halves = torch.ceil(scales * 6.5).long() + 1
-        v = torch.arange(-int(halves.max()), int(halves.max()) + 1, dtype=torch.float64)
-        k = 2.0**-0.5
-        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
-        half_bin = 0.5 / scales[:, None, None]
-        pmf = torch.where(
-            u > 0,
-            0.5 * torch.erfc((u - half_bin) * k) - 0.5 * torch.erfc((u + half_bin) * k),
-            0.5 * torch.erfc(-(u + half_bin) * k) - 0.5 * torch.erfc(-(u - half_bin) * k),
-        )
-        pmfs, offsets = [], []
-        centre_index = int(halves.max())
-        for i, h in enumerate(halves.tolist()):
-            for j in range(_MEAN_BINS):
-                pmfs.append(pmf[i, j, centre_index - h: centre_index + h + 1])
-                offsets.append(-h)
-        self._cdfs, self._cdf_lengths, self._offsets = tables_from_pmfs(pmfs, offsets)
+        self._cdfs, self._cdf_lengths, self._offsets = mean_scale_tables(self.scale_table, centres)
         self._prepared = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:
@@ -344,14 +326,6 @@ class FrameContextModel(nn.Module):
             view[:, mk] = values.to(q.dtype)
             used.append(idx_cpu)
         return q, used
-
-
-def _gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
-    v = (y - mean).abs()
-    k = 2.0**-0.5
-    upper = 0.5 * torch.erfc(-(0.5 - v) / scale * k)
-    lower = 0.5 * torch.erfc(-(-0.5 - v) / scale * k)
-    return (upper - lower).clamp_min(_LIKELIHOOD_BOUND)
 
 
 def _digest(indexes: list[Tensor]) -> bytes:

@@ -176,6 +176,22 @@ def coding_groups(shape: Sequence[int], levels: int, device: torch.device | str 
     return groups
 
 
+def channel_chunks(channels: int, splits: Sequence[int] | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+    """The channel chunks a context model codes one after another: ``(splits, [(start, end), ...])``.
+
+    Default: three chunks, small first (the high-variance channels of a PCA-ordered latent).
+
+    >>> channel_chunks(12)
+    ([2, 6], [(0, 2), (2, 6), (6, 12)])
+    """
+    if splits is None:
+        splits = sorted({c for c in (channels // 6, channels // 2) if 0 < c < channels})
+    bounds = [0, *splits, channels]
+    if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
+        raise ValueError(f"bad channel splits {list(splits)} for {channels} channels")
+    return list(splits), list(zip(bounds[:-1], bounds[1:]))
+
+
 def _neighbour_average(values: Tensor, known: Tensor, dilation: int) -> Tensor:
     """Mean of the known neighbours (3^nd window, dilated, centre excluded) of every element.
 
@@ -270,13 +286,7 @@ class HierarchicalContextModel(nn.Module):
                  scale_min: float = 0.11, scale_max: float = 64.0, num_scales: int = 48) -> None:
         super().__init__()
         self.nd, self.channels, self.levels, self.hidden = nd, channels, levels, hidden
-        if splits is None:  # default: three chunks, small first (the high-variance channels)
-            splits = sorted({c for c in (channels // 6, channels // 2) if 0 < c < channels})
-        bounds = [0, *splits, channels]
-        if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
-            raise ValueError(f"bad channel splits {splits} for {channels} channels")
-        self.splits = list(splits)
-        self.chunks = list(zip(bounds[:-1], bounds[1:]))
+        self.splits, self.chunks = channel_chunks(channels, splits)
         self.base_mean = nn.Parameter(torch.zeros(channels))
         self.base_log_scale = nn.Parameter(torch.full((channels,), math.log(8.0)))
         dilations = [d if d else 1 << levels for _, d in coding_groups((1,) * nd, levels)]

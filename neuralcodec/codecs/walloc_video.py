@@ -62,7 +62,7 @@ from ..errors import BitstreamError
 from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
 from .registry import register_architecture
-from .walloc import LATENT_LIMIT, LatentDecoder, SoftClipCompander
+from .walloc import LATENT_LIMIT, LatentDecoder, SoftClipCompander, channel_chunks
 
 __all__ = ["WaLLoCVideo", "FrameContextModel"]
 
@@ -173,13 +173,7 @@ class FrameContextModel(nn.Module):
                  num_scales: int = 48) -> None:
         super().__init__()
         self.channels, self.levels, self.hidden, self.reference = channels, levels, hidden, reference
-        if splits is None:
-            splits = sorted({c for c in (channels // 6, channels // 2) if 0 < c < channels})
-        bounds = [0, *splits, channels]
-        if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
-            raise ValueError(f"bad channel splits {splits} for {channels} channels")
-        self.splits = list(splits)
-        self.chunks = list(zip(bounds[:-1], bounds[1:]))
+        self.splits, self.chunks = channel_chunks(channels, splits)
         self.base_mean = nn.Parameter(torch.zeros(channels))
         self.base_log_scale = nn.Parameter(torch.full((channels,), math.log(8.0)))
         n_groups = 1 + 2 * levels

@@ -20,6 +20,7 @@ wall time, and, with ``--eval-data``, the rate and PSNR measured on real ``.ncf`
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -309,29 +310,16 @@ def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: i
     click.echo(f"{path}.safetensors")
 
 
-class _TrainGroup(click.Group):
-    """``codec train <preset> ...``: named sub-commands (``hyperprior``) first; any other preset
-    goes, with its name, to the preset command of :mod:`neuralcodec.apps.train`."""
-
-    def __init__(self, fallback: click.Command, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.fallback = fallback
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
-        if args and args[0] in self.commands:
-            return super().resolve_command(ctx, args)
-        return "", self.fallback, args  # the preset stays its first argument (usage: "codec train [OPTIONS] PRESET")
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_commands(ctx, formatter)
-        presets = [p for p in getattr(self.fallback.params[0].type, "choices", [])]
-        if presets:
-            with formatter.section("Other presets (codec train <preset> --help)"):
-                formatter.write_dl([(p, (self.fallback.help or "").split("\n")[0]) for p in presets])
+def _preset_command(fallback: click.Command, preset: str) -> click.Command:
+    """``fallback`` (whose first parameter is the preset name) as the sub-command ``preset``."""
+    return click.Command(
+        preset, params=list(fallback.params[1:]), help=fallback.help, short_help=fallback.short_help,
+        callback=functools.partial(fallback.callback, preset=preset),  # type: ignore[arg-type]
+    )
 
 
 def train_group(fallback: click.Command) -> click.Group:
-    """The ``codec train`` group: ``hyperprior`` here, other presets handled by ``fallback``.
+    """The ``codec train`` group: ``hyperprior`` and the other recipes, plus one sub-command per preset of ``fallback``.
 
     >>> import click
     >>> @click.command("train")
@@ -341,8 +329,9 @@ def train_group(fallback: click.Command) -> click.Group:
     >>> CliRunner().invoke(train_group(other), ["walloc-image"]).output.strip()
     'walloc-image'
     """
-    group = _TrainGroup(fallback, name="train", help="Train a codec and export it with a model card.",
-                        invoke_without_command=False)
+    group = click.Group(name="train", help="Train a codec and export it with a model card.")
+    for preset in getattr(fallback.params[0].type, "choices", []):  # codec train walloc-image ...
+        group.add_command(_preset_command(fallback, preset))
     group.add_command(hyperprior_command)
     from .train_walloc_audio import walloc_audio_command  # codec train walloc-audio
 

@@ -295,9 +295,6 @@ def test_shipped_family_round_trips_and_rate_grows_with_lambda():
 
 
 @_SHIPPED
-@pytest.mark.xfail(strict=True, reason="short CPU training (~10-17k steps): on eval24 PSNR now grows with lambda "
-                   "(30.07 / 30.55 / 31.82 dB), but on this 192x128 sample q2 is still 0.03 dB below q1; remove this "
-                   "mark after longer (GPU) training")
 def test_shipped_family_quality_grows_with_lambda():
     _, psnrs = _family_on_sample()
     assert psnrs == sorted(psnrs)

@@ -61,6 +61,24 @@ _MAX_CHANNELS = 256
 _RATE_TOLERANCE = 0.1  # code natively within ±10% of the model's sample rate
 
 
+def restore_rate(y: Tensor, coded_rate: int, rate: int, frames: int) -> Tensor:
+    """Decoded audio ``(C, T)`` at ``coded_rate`` back to the file's ``rate`` and exactly ``frames`` samples.
+
+    Audio coded at its own rate is returned unchanged (it already has its length).
+
+    >>> restore_rate(torch.ones(2, 100), 44100, 22050, 51).shape
+    torch.Size([2, 51])
+    """
+    if coded_rate == rate:
+        return y
+    import torchaudio.functional as AF
+
+    y = AF.resample(y, coded_rate, rate)
+    if y.shape[1] >= frames:
+        return y[:, :frames]
+    return torch.cat([y, y.new_zeros((y.shape[0], frames - y.shape[1]))], 1)
+
+
 def chunk_plan(frames: int, chunk: int, overlap: int, multiple: int, min_length: int = 0) -> list[tuple[int, int]]:
     """``(start, length)`` of every chunk over the padded signal (``multiple`` zeros + ``frames``).
 
@@ -453,11 +471,4 @@ class WaLLoCAudio(WaLLoC):
         c = Container.from_bytes(blob)
         y = torch.cat(list(self.decompress_stream(blob)), 1)
         info = c.metadata["walloc_audio"]
-        rate, coded_rate = c.metadata["sample_rate"], info["coded_rate"]
-        if coded_rate != rate:
-            import torchaudio.functional as AF
-
-            y = AF.resample(y, coded_rate, rate)
-            frames = c.shape[1]
-            y = y[:, :frames] if y.shape[1] >= frames else torch.cat([y, y.new_zeros((y.shape[0], frames - y.shape[1]))], 1)
-        return y
+        return restore_rate(y, info["coded_rate"], c.metadata["sample_rate"], c.shape[1])

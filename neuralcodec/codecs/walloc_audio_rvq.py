@@ -63,7 +63,7 @@ from .base import Codec
 from .quantizers import GroupedResidualVQ
 from .registry import register_architecture
 from .walloc import LATENT_LIMIT, LatentDecoder, SoftClipCompander
-from .walloc_audio import GAIN_STEPS, SILENT, WaLLoCAudio
+from .walloc_audio import GAIN_STEPS, SILENT, WaLLoCAudio, restore_rate
 
 __all__ = ["WaLLoCAudioRVQ", "FROZEN_PREFIXES"]
 
@@ -468,14 +468,7 @@ class WaLLoCAudioRVQ(Codec):
             return [self.decompress(b) for b in blob]  # type: ignore[misc]
         c, info = self._open(blob)
         y = self.from_tokens(self._decode_tokens(c, info), self._gains_of(info), info["coded_frames"], c.shape[0])
-        rate, coded_rate = c.metadata["sample_rate"], info["coded_rate"]
-        if coded_rate != rate:
-            import torchaudio.functional as AF
-
-            y = AF.resample(y, coded_rate, rate)
-            frames = c.shape[1]
-            y = y[:, :frames] if y.shape[1] >= frames else torch.cat([y, y.new_zeros((y.shape[0], frames - y.shape[1]))], 1)
-        return y
+        return restore_rate(y, info["coded_rate"], c.metadata["sample_rate"], c.shape[1])
 
     def truncate(self, blob: bytes, num_quantizers: int) -> bytes:
         """The same file with only its first ``num_quantizers`` quantizers (a lower bitrate), by

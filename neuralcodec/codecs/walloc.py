@@ -414,17 +414,24 @@ class HierarchicalContextModel(nn.Module):
         """Number of streams a latent of spatial ``size`` is coded in."""
         return len(coding_groups(tuple(size), self.levels)) * len(self.chunks)
 
+    def _decode_inputs(self, streams: list[list[bytes]] | list[bytes], size: Sequence[int], digests: list[str] | str,
+                       device: torch.device | str) -> tuple[bool, list[list[bytes]], list[str], list]:
+        """Batch form of :meth:`decompress`'s arguments (one item's streams and digest allowed) and the stages,
+        checking each item has one stream per stage."""
+        single = isinstance(digests, str)
+        if single:
+            streams, digests = [streams], [digests]  # type: ignore[list-item]
+        stages = self.stages(tuple(size), device)
+        if any(len(s) != len(stages) for s in streams):
+            raise BitstreamError(f"expected {len(stages)} latent streams per item")
+        return single, streams, digests, stages  # type: ignore[return-value]
+
     @torch.no_grad()
     def decompress(self, streams: list[list[bytes]] | list[bytes], size: Sequence[int], digests: list[str] | str,
                    device: torch.device | str = "cpu") -> Tensor:
         """Inverse of :meth:`compress` (a single item's streams and digest are accepted too)."""
-        single = isinstance(digests, str)
-        if single:
-            streams, digests = [streams], [digests]  # type: ignore[list-item]
+        single, streams, digests, stages = self._decode_inputs(streams, size, digests, device)
         tables = self._tables()
-        stages = self.stages(tuple(size), device)
-        if any(len(s) != len(stages) for s in streams):
-            raise BitstreamError(f"expected {len(stages)} latent streams per item")
         q = torch.zeros((len(streams), self.channels, *size), device=device)
         used: list[list[Tensor]] = [[] for _ in streams]
         for i, (mask, _, (a, b)) in enumerate(stages):
@@ -686,13 +693,8 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
     def decompress(self, streams: list[list[bytes]] | list[bytes], size: Sequence[int], digests: list[str] | str,
                    device: torch.device | str = "cpu") -> Tensor:
         """Inverse of :meth:`compress` for a whole batch: one net pass and one rANS call per stage."""
-        single = isinstance(digests, str)
-        if single:
-            streams, digests = [streams], [digests]  # type: ignore[list-item]
+        single, streams, digests, stages = self._decode_inputs(streams, size, digests, device)
         tables = self._tables()
-        stages = self.stages(tuple(size), device)
-        if any(len(s) != len(stages) for s in streams):
-            raise BitstreamError(f"expected {len(stages)} latent streams per item")
         batch = len(streams)
         q = torch.zeros((batch, self.channels, *size), device=device)
         used: list[Tensor] = []

@@ -33,7 +33,8 @@ from typing import Any
 
 import click
 
-__all__ = ["HyperpriorTrainConfig", "train_hyperprior", "evaluate_model", "hyperprior_command", "train_group"]
+__all__ = ["HyperpriorTrainConfig", "train_hyperprior", "evaluate_model", "hyperprior_command", "train_group",
+           "round_to_half"]
 
 
 @dataclass
@@ -63,6 +64,8 @@ class HyperpriorTrainConfig:
     eval_data: str | None = None  # folder of images measured after training (the card's results)
     warmup_steps: int = 0  # linear learning-rate warm-up (fresh Adam moments disturb a warm-started model)
     init_from: str | None = None  # warm start: a shipped model name or a saved model path (same variant/N/M)
+    device: str = "cpu"  # "cuda" trains on the GPU; the export is always a CPU model
+    half: bool = False  # export the parameters rounded to and stored as float16 (half the file)
 
 
 def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
@@ -91,6 +94,31 @@ def evaluate_model(model: Any, folder: str | os.PathLike) -> dict[str, Any]:
         psnrs.append(10 * math.log10(255**2 / max(mse, 1e-12)))
     return {"data": str(folder), "images": len(files), "bpp": float(np.mean(bpps)) if bpps else None,
             "psnr_rgb": float(np.mean(psnrs)) if psnrs else None}
+
+
+HALF_EXPORT_NOTE = ("parameters rounded to float16 and stored as float16 (half the file), then the integer "
+                    "tables rebuilt from the rounded parameters; every measured result is of the rounded model")
+
+
+def round_to_half(model: Any) -> None:
+    """Round a hyperprior's parameters to float16 values (in place) and rebuild its integer tables.
+
+    The model then saves as float16 with :func:`neuralcodec.apps.train_walloc_video.save_half`
+    without any further change: the tables, the weights hash and every measured result are
+    those of the rounded model.
+
+    >>> from neuralcodec.codecs.hyperprior import HyperpriorCodec
+    >>> m = HyperpriorCodec(N=8, M=8).eval()
+    >>> round_to_half(m)
+    >>> all(bool((p == p.half().float()).all()) for p in m.parameters())
+    True
+    """
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    model.update()
 
 
 def _warm_start(model: Any, source: str) -> None:
@@ -137,6 +165,10 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     model.name = name
     if cfg.init_from and not (resume and ckpt_path.is_file()):
         _warm_start(model, cfg.init_from)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    model.to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -147,6 +179,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
         tensors = load_file(str(ckpt_path))
         info = json.loads(state_path.read_text())
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        tensors = {k: v.to(device) for k, v in tensors.items()}
         _load_optimizer(opt, {k[len("main."):]: v for k, v in tensors.items() if k.startswith("main.")},
                         info["optimizer"])
         _load_optimizer(aux_opt, {k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")},
@@ -187,7 +220,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
             lr = _timed_lr_at(cfg, step, elapsed) * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = data.sample(cfg.batch_size, rng)
+            x = data.sample(cfg.batch_size, rng).to(device, non_blocking=True)
             out_ = model(x)
             mse = torch.mean((out_["x_hat"] - x) ** 2)
             pixels = x.shape[0] * x.shape[2] * x.shape[3]
@@ -223,8 +256,11 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
         bar.close()
     checkpoint()
 
-    model.eval()
-    model.update()
+    model.cpu().eval()
+    if cfg.half:
+        round_to_half(model)
+    else:
+        model.update()
     tail = recent[-200:]
     mse_tail = float(np.mean([r[1] for r in tail])) if tail else float("nan")
     card: dict[str, Any] = {
@@ -248,7 +284,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
             "seed": cfg.seed,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "final_train_metrics_last_200_steps": {
                 "mse": mse_tail,
                 "psnr": -10 * math.log10(mse_tail) if tail else None,
@@ -261,7 +297,13 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
         card["results"] = evaluate_model(model, cfg.eval_data)
         card["results"]["wall_time_s"] = round(time.time() - t_eval, 1)
         print(f"eval: {card['results']}", file=sys.stderr)
-    path = save(model, out / name, card)
+    if cfg.half:
+        from .train_walloc_video import save_half
+
+        card["training"]["export"] = HALF_EXPORT_NOTE
+        path = save_half(model, out / name, card)
+    else:
+        path = save(model, out / name, card)
     print(f"exported {path}.safetensors / .json", file=sys.stderr)
     return path
 
@@ -286,11 +328,13 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
 @click.option("--warmup-steps", default=0, show_default=True, type=int, help="Linear learning-rate warm-up.")
 @click.option("--init-from", default=None,
               help="Warm start from a shipped model name or a saved model path (same variant, N, M).")
+@click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda, cuda:1...).")
+@click.option("--half", is_flag=True, help="Export the parameters as float16 (half the file; tables rebuilt).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: int, M: int, lmbda: float,
                        steps: int, batch_size: int, crop: int, lr: float, seed: int, threads: int | None,
                        max_minutes: float | None, eval_data: str | None, warmup_steps: int, init_from: str | None,
-                       resume: bool) -> None:
+                       device: str, half: bool, resume: bool) -> None:
     """Train a scale or mean-scale hyperprior codec and export it with a model card.
 
     \b
@@ -301,7 +345,7 @@ def hyperprior_command(data: str, out: str, name: str | None, variant: str, N: i
     cfg = HyperpriorTrainConfig(data=data, out=out, name=name, variant=variant, N=N, M=M, lmbda=lmbda, steps=steps,
                                 batch_size=batch_size, crop=crop, lr=lr, seed=seed, threads=threads,
                                 max_minutes=max_minutes, eval_data=eval_data, warmup_steps=warmup_steps,
-                                init_from=init_from)
+                                init_from=init_from, device=device, half=half)
     # The options as typed, after "hyperprior" when run as `codec train hyperprior ...`.
     argv = sys.argv[1:]
     options = argv[argv.index("hyperprior") + 1 :] if "hyperprior" in argv else argv

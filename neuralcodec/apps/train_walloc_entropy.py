@@ -67,6 +67,7 @@ class EntropyTrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     entropy_config: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # "cuda" trains on the GPU; latents are computed on the CPU, the export is a CPU model
 
 
 def image_latents(codec: Any, images: list[np.ndarray], flips: bool = True) -> list[torch.Tensor]:
@@ -167,6 +168,12 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         eval_latents = image_latents(model, [np.asarray(Image.open(p).convert("RGB")) for p in files], flips=False)
     print(f"latents of {len(data)} images (+ mirrors): {sum(q.numel() for q in latents) / 1e6:.1f} M values "
           f"({time.time() - t0:.0f} s)", file=sys.stderr)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    model.to(device)
+    latents = [q.to(device) for q in latents]
+    eval_latents = [q.to(device) for q in eval_latents]
     areas = np.array([(q.shape[1] - cfg.crop + 1) * (q.shape[2] - cfg.crop + 1) for q in latents], dtype=np.float64)
     weights = areas / areas.sum()
 
@@ -186,6 +193,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         tensors = load_file(str(ckpt_path))
         info = json.loads(state_path.read_text())
         ent.load_state_dict({k[len("entropy."):]: v for k, v in tensors.items() if k.startswith("entropy.")})
+        tensors = {k: v.to(device) for k, v in tensors.items()}
         _load_optimizer(opt, {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}, info["opt"])
         _load_optimizer(aux_opt, {k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")}, info["aux"])
         _set_rng_state(rng, info["rng"])
@@ -211,7 +219,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
 
     def sample() -> torch.Tensor:
         which = rng.choice(len(latents), size=cfg.batch_size, p=weights)
-        out_ = torch.empty((cfg.batch_size, model.latent_channels, cfg.crop, cfg.crop))
+        out_ = torch.empty((cfg.batch_size, model.latent_channels, cfg.crop, cfg.crop), device=device)
         for i, k in enumerate(which):
             q = latents[k]
             top = int(rng.integers(0, q.shape[1] - cfg.crop + 1))
@@ -275,8 +283,9 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         if bar is not None:
             bar.close()
     checkpoint()
-    model.eval()
+    model.cpu().eval()
     model.update()
+    eval_latents = [q.cpu() for q in eval_latents]
     final_eval = eval_bits(model, eval_latents) if eval_latents else None
     tail = recent[-200:]
     card = {
@@ -297,7 +306,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
                 "seed": cfg.seed,
                 "wall_time_s": round(elapsed, 1),
                 "threads": torch.get_num_threads(),
-                "device": "cpu",
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "final_train_bits_per_latent_last_200_steps": float(np.mean([r[0] for r in tail])) if tail else None,
                 "eval_data": cfg.eval_data,
                 "eval_bits_per_latent_ideal_at_start": start_eval,
@@ -334,11 +343,12 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
               help="hierarchical_exact: the base model's context model in exact fixed point, fine-tuned from its "
                    "weights; channel_checkerboard: hyperprior + channel groups + checkerboard, trained from scratch.")
 @click.option("--hidden", default=48, show_default=True, type=int, help="Width of the stage nets (channel_checkerboard).")
+@click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda...).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str | None, steps: int, batch_size: int,
                                  crop: int, lr: float, seed: int, threads: int, max_minutes: float | None,
                                  eval_data: str | None, eval_every: int, entropy_model: str, hidden: int,
-                                 resume: bool) -> None:
+                                 device: str, resume: bool) -> None:
     """Retrain only the entropy model of a WaLLoC image codec (encoder and decoder kept).
 
     \b
@@ -349,7 +359,8 @@ def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str 
     cfg = EntropyTrainConfig(data=data, out=out, init_from=init_from, name=name, steps=steps, batch_size=batch_size,
                              crop=crop, lr=lr, seed=seed, threads=threads, max_minutes=max_minutes,
                              eval_data=eval_data, eval_every=eval_every, entropy_model=entropy_model,
-                             entropy_config={"hidden": hidden} if entropy_model == "channel_checkerboard" else {})
+                             entropy_config={"hidden": hidden} if entropy_model == "channel_checkerboard" else {},
+                             device=device)
     args = [a for a in sys.argv[1:] if a not in ("train", "walloc-image-entropy")]
     command = "codec train walloc-image-entropy " + " ".join(shlex.quote(a) for a in args)
     path = train_entropy(cfg, resume=resume, command=command)

@@ -113,6 +113,17 @@ def test_image_round_trip(tmp_path, toy, channels, bit_depth):
     assert (out.data - x).abs().max() <= 0.5 / 255 + 1e-6  # the toy's 8-bit quantization
 
 
+def test_image_coding_does_not_need_pyav(tmp_path, toy, monkeypatch):
+    # PyAV is only for video; a machine whose PyAV is broken or absent still codes images.
+    src = tmp_path / "photo.png"
+    _image(src)
+    monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
+    assert main(["encode", str(src), "-o", str(tmp_path / "photo.ncf"), "--model", toy["image"], "-q"]) == 0
+    assert main(["decode", str(tmp_path / "photo.ncf"), "-o", str(tmp_path / "out.png"), "-q",
+                 "--model", toy["image"]]) == 0
+    assert (tmp_path / "out.png").is_file()
+
+
 def test_decode_uses_the_model_named_in_the_file(tmp_path, toy, monkeypatch):
     # Without --model, decode loads the container's codec name through neuralcodec.load.
     loaded = []

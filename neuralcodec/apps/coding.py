@@ -375,15 +375,15 @@ def _decode_video_stream(codec: Any, blob: bytes, container: Any, meta: dict[str
 
     The output is written atomically: a failure (corrupted stream) leaves no file.
     """
+    if container.modality != "video" or not hasattr(codec, "decompress_stream"):
+        return False
     import numpy as np
     import torch
 
-    import av
+    import av  # only here: decoding images and audio must not need PyAV
 
     from ..datasets.media import _VIDEO_FORMATS, _fps_fraction, atomic_output
 
-    if container.modality != "video" or not hasattr(codec, "decompress_stream"):
-        return False
     suffix = target.suffix.lower()
     if suffix not in _VIDEO_FORMATS:
         raise MediaError(f"{target}: unknown video format {target.suffix!r}")

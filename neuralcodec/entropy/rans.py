@@ -17,16 +17,15 @@ Design (see ARCHITECTURE.md, "Entropy coding"):
 * All lanes write into one stream, ordered by (step, lane). The decoder finds each word's
   position with a cumulative sum over the lanes that read at a step, so it needs only the
   final lane states.
-* ``K`` follows the expected size (each lane costs about 2.5 bytes), so small streams use few
-  lanes; it is stored in the header.
-* On CPU the step loops run in NumPy (a third of torch's per-operation overhead, same integer
-  operations, same bytes: tested); on CUDA they run in torch. One item on CPU (the common
-  case) has its own encoder path: NumPy gathers from per-(table, symbol) uint32 arrays cached
-  in :class:`CdfTables`, a branchless uint32 step loop, the words picked out once at the end,
-  and per-thread reused work buffers (see :func:`_encode_flat_numpy`); its decoder loop serves the
-  lanes that read a word from a slice of the stream (:func:`_decode_single_numpy`: no cumulative
-  sum, about half the steps' cost on small lane counts). Elsewhere, everything before and after
-  the loops (table gathers, word placement) is vectorized torch.
+* ``K`` follows the expected size: lanes cost at most 0.15 % of it (each ~2.5 bytes), so small
+  streams use one lane; it is stored in the header. Streams written with the earlier, larger
+  lane counts still decode.
+* On CPU the loops are compiled C (``_rans.c``, built by ``pip install -e .``): one pass over
+  the symbols, the same integer operations as the tensor loops, so the same bytes (tested).
+  Without the build they run in NumPy (:func:`cpu_backend` says which; a warning says so once);
+  on CUDA they run in torch, many items' lanes side by side. Around the loops, table gathers
+  are NumPy (per-(table, symbol) uint32 arrays cached in :class:`CdfTables`, per-thread reused
+  work buffers) and the escape side stream is vectorized.
 
 Blob layout (all integers little-endian)::
 
@@ -51,6 +50,7 @@ import collections
 import hashlib
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -59,6 +59,11 @@ import torch
 from torch import Tensor
 
 from neuralcodec.errors import BitstreamError
+
+try:  # the compiled step loops (neuralcodec/entropy/_rans.c), built by `pip install -e .`
+    from neuralcodec.entropy import _rans as _compiled
+except ImportError:  # a source tree without the build: NumPy loops, with a warning at first use
+    _compiled = None
 
 __all__ = [
     "CdfTables",
@@ -95,8 +100,34 @@ _COST16[1:] = 16 * PRECISION - torch.floor(16 * torch.log2(torch.arange(1, PROB_
 
 # Measured average size cost of one lane: its final state, stored in ~27.5 bits, ~8 of them informative.
 LANE_COST_BITS = 20
-# Overhead budget: lane count K = sqrt(ideal_bits * _LANE_SQRT_SCALE), capped so lanes never cost more than
-# _MAX_LANE_OVERHEAD of the stream and never fall below _MIN_LANE_OVERHEAD-driven counts.
+# Share of the ideal size the encoder spends on lanes: K = ideal_bits * LANE_OVERHEAD / LANE_COST_BITS
+# (at least 1). The compiled CPU loop runs one pass over the symbols whatever K is, so K only
+# needs to be large for the GPU's step loop, which runs many items' lanes side by side anyway.
+LANE_OVERHEAD = 0.0015
+
+
+def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
+    """Number of interleaved lanes for a stream of ``num_symbols`` whose ideal size is ``ideal_bits16 / 16`` bits.
+
+    Each lane costs about ``LANE_COST_BITS`` bits, and the lanes of a stream cost at most
+    ``LANE_OVERHEAD`` (0.15 %) of its ideal size: one lane per 13.3 kbit, at least one. A pure
+    function of the symbols' costs (never of the device or backend), so every backend writes
+    the same bytes.
+
+    >>> lanes_for(0, 0), lanes_for(10, 0), lanes_for(1_000_000, 16 * 5_000_000)
+    (0, 1, 375)
+    >>> lanes_for(4608, 16 * 9_600), lanes_for(98_304, 16 * 180_000)
+    (1, 13)
+    """
+    if num_symbols <= 0:
+        return 0
+    lanes = int(ideal_bits16 // 16 * LANE_OVERHEAD / LANE_COST_BITS)
+    return max(1, min(num_symbols, lanes))
+
+
+# The earlier lane rules (sessions 1 and 2 of the project), kept for the decoder's plausibility
+# check: it accepts any lane count at least as large as the smallest any rule picks, so streams
+# written with them stay decodable.
 _LANE_OVERHEAD_BIG = 0.0032  # share of the ideal size spent on lanes for large streams (>= _BIG_BITS)
 _BIG_BITS = 4_000_000
 _MAX_LANE_OVERHEAD = 0.012  # share for streams of _SMALL_BITS and more (more lanes = fewer Python steps)
@@ -104,21 +135,8 @@ _SMALL_BITS = 100_000
 _MAX_LANE_OVERHEAD_SMALL = 0.03  # share cap for the smallest streams (a hyperprior's z: ~1 kB)
 
 
-def lanes_for(num_symbols: int, ideal_bits16: int) -> int:
-    """Number of interleaved lanes for a stream of ``num_symbols`` whose ideal size is ``ideal_bits16 / 16`` bits.
-
-    Each lane costs about ``LANE_COST_BITS``; the overhead share falls from ~1.2 % for streams of
-    0.1 to 1 Mbit to ~0.32 % for streams of 4 Mbit and more (size targets: 3 % at 64k symbols,
-    0.5 % at 1e6 symbols), so the lane count grows like the square root of the size, then
-    linearly. Below 0.1 Mbit the cap rises to 3 %: such streams are a small part of a file (a
-    hyperprior's ``z`` next to its ``y``), a few bytes more there cost little, and a lane more
-    there saves as many decoding steps as ~20 more lanes on a 20x larger stream.
-
-    >>> lanes_for(0, 0), lanes_for(10, 0), lanes_for(1_000_000, 16 * 5_000_000)
-    (0, 1, 800)
-    >>> lanes_for(4608, 16 * 9_600), lanes_for(98_304, 16 * 180_000)
-    (14, 108)
-    """
+def _lanes_for_session2(num_symbols: int, ideal_bits16: int) -> int:
+    """The second lane rule (NumPy step loops: 3 % for the smallest streams, 1.2 % from 0.1 to 1 Mbit, 0.32 % for large)."""
     if num_symbols <= 0:
         return 0
     bits = ideal_bits16 // 16
@@ -768,16 +786,43 @@ def _layout(counts: list[int], lanes: list[int], device) -> tuple[Tensor, int, i
     return (local // k) * total_lanes + lane_first[item] + local % k, steps, total_lanes
 
 
-# Which implementation runs the step loops on CPU. Both do the same integer operations in the
-# same order and give the same bytes (tested); NumPy's per-operation overhead is about a third
-# of torch's, and a step is a dozen operations on a few hundred lanes, so it is ~2x faster.
-CPU_LOOPS = "numpy"  # or "torch"
+# Which implementation runs the step loops on CPU: "c" (the compiled loops of _rans.c, one pass
+# over the symbols, ~ns per symbol), "numpy" (a dozen array operations per step over all lanes,
+# ~µs per step; the fallback when the extension is not built) or "torch" (the CUDA algorithm on
+# CPU, for tests). All three do the same integer operations in the same order and give the same
+# bytes (tested).
+COMPILED_AVAILABLE = _compiled is not None
+CPU_BACKEND = "c" if COMPILED_AVAILABLE else "numpy"
+_fallback_warned = False
+
+
+def cpu_backend() -> str:
+    """The implementation that runs the CPU step loops now: ``"c"``, ``"numpy"`` or ``"torch"``.
+
+    ``"numpy"`` by default only when the compiled extension is missing (a warning says so once).
+
+    >>> cpu_backend() in ("c", "numpy", "torch")
+    True
+    """
+    if CPU_BACKEND == "c" and not COMPILED_AVAILABLE:
+        raise RuntimeError("rans.CPU_BACKEND is 'c' but the compiled extension neuralcodec.entropy._rans is missing")
+    if CPU_BACKEND == "numpy" and not COMPILED_AVAILABLE:
+        global _fallback_warned
+        if not _fallback_warned:
+            _fallback_warned = True
+            warnings.warn(
+                "neuralcodec.entropy._rans (the compiled rANS loops) is not built; the CPU coder falls back to "
+                "NumPy loops (same bytes, several times slower). Build it with `pip install -e .`.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return CPU_BACKEND
 
 
 def _encode_lanes(start: Tensor, freq: Tensor, steps: int, lanes: int) -> tuple[Tensor, Tensor, Tensor]:
     """Run the rANS encoder over a [steps, lanes] grid; returns (final states, words, emitted mask)."""
     device = start.device
-    if device.type == "cpu" and CPU_LOOPS == "numpy":
+    if device.type == "cpu" and cpu_backend() != "torch":
         x, words, emitted = _encode_lanes_numpy(start.numpy(), freq.numpy(), steps, lanes)
         return torch.from_numpy(x), torch.from_numpy(words), torch.from_numpy(emitted)
     cmf = PROB_SCALE - freq  # x' = x + q * (M - f) + start, with q = x // f
@@ -810,12 +855,15 @@ def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: 
     return states[0].astype(np.int64), states[1:].view(np.int32), emitted
 
 
-def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool):
+def _prepare_symbols_numpy(
+    sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool, loop_operands: bool = True
+):
     """CPU twin of :func:`_prepare_symbols` in the encoder loop's uint32 form.
 
     Returns ``(start, freq, x_max_minus_one, comp_freq, bits16, raw_escapes)``: one ``take``
     per operand from the cached per-(table, column) arrays, no int64 per-symbol arrays besides
-    the flat table index.
+    the flat table index. Without ``loop_operands`` (the compiled loop derives them itself),
+    ``x_max_minus_one`` and ``comp_freq`` are None.
     """
     lo_i, hi_i = int(idx.min()), int(idx.max())
     num_tables = enc.offsets.size - 1
@@ -853,8 +901,10 @@ def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderT
         raw = np.where(v < 0, -2 * v - 1, 2 * (v - m))
         start &= (1 << _FLAG_SHIFT) - 1
     freq = enc.freq.take(flat, out=_SCRATCH.get("freq", n, np.uint32), mode="clip")
-    x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32), mode="clip")
-    comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32), mode="clip")
+    x_max_minus_one = comp_freq = None
+    if loop_operands:
+        x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32), mode="clip")
+        comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32), mode="clip")
     bits16 = int(enc.cost16.take(flat, out=_SCRATCH.get("cost16", n, np.uint16), mode="clip").sum(dtype=np.int64))
     return start, freq, x_max_minus_one, comp_freq, bits16, raw
 
@@ -940,7 +990,7 @@ def _encode_rows_numpy(
 
 
 def _encode_single_cpu(symbols, indexes, tables: CdfTables) -> bytes:
-    """One item on CPU (the NumPy path of :func:`encode_batch`); same bytes as the torch path."""
+    """One item on CPU (the compiled or NumPy path of :func:`encode_batch`); same bytes as the torch path."""
     sym = _symbols_tensor(symbols, torch.device("cpu"))
     idx = _indexes_tensor(indexes, torch.device("cpu"))
     if sym.numel() != idx.numel():
@@ -948,11 +998,18 @@ def _encode_single_cpu(symbols, indexes, tables: CdfTables) -> bytes:
     if sym.numel() == 0:
         return bytes([FORMAT_TAG]) + _varint(0) + _varint(0)
     enc = tables.numpy_encoder()
+    compiled = cpu_backend() == "c"
     start, freq, xm1, comp_freq, bits16, raw = _prepare_symbols_numpy(
-        sym.numpy(), idx.numpy(), enc, _needs_int32_check(symbols)
+        sym.numpy(), idx.numpy(), enc, _needs_int32_check(symbols), loop_operands=not compiled
     )
     lanes = lanes_for(freq.size, bits16)
     escapes = _pack_escapes(torch.from_numpy(raw))
+    if compiled:
+        x = np.empty(lanes, dtype=np.uint32)
+        out = _SCRATCH.get("words16", freq.size, np.uint16)
+        count = _compiled.encode(start, freq, lanes, x, out)
+        head = bytes([FORMAT_TAG]) + _varint(lanes) + _varint(len(escapes))
+        return head + _pack_states(x) + out[out.size - count :].astype("<u2", copy=False).tobytes() + escapes
     x, words = _encode_flat_numpy(start, freq, xm1, comp_freq, lanes)
     head = bytes([FORMAT_TAG]) + _varint(lanes) + _varint(len(escapes))
     return head + _pack_states(x) + words.astype("<u2").tobytes() + escapes
@@ -1003,8 +1060,11 @@ def encode_batch(symbols_list, indexes_list, cdfs: TableArg, cdf_lengths=None, o
     first = symbols_list[0]
     device = _working_device(first, cdfs)
     tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
-    if len(symbols_list) == 1 and device.type == "cpu" and CPU_LOOPS == "numpy":
-        return [_encode_single_cpu(symbols_list[0], indexes_list[0], tables)]
+    backend = cpu_backend() if device.type == "cpu" else None
+    if backend == "c" or (backend == "numpy" and len(symbols_list) == 1):
+        # Compiled loops: item by item (one pass over its symbols each, so nothing to gain from a
+        # shared grid); the bytes of an item never depend on the others.
+        return [_encode_single_cpu(s, i, tables) for s, i in zip(symbols_list, indexes_list)]
     starts, freqs, counts, lanes, escapes = [], [], [], [], []
     for symbols, indexes in zip(symbols_list, indexes_list):
         start, freq, raw, _ = _prepare_symbols(symbols, indexes, tables, device)
@@ -1072,8 +1132,13 @@ def encode_with_indexes(symbols, indexes, cdfs: TableArg, cdf_lengths=None, offs
 class _ParsedBlob:
     lanes: int
     states: np.ndarray
-    words: np.ndarray
+    words_bytes: memoryview  # the words, little-endian uint16
     escapes: bytes
+
+    @property
+    def words(self) -> np.ndarray:
+        """The words as int64 (for the NumPy and torch loops)."""
+        return np.frombuffer(self.words_bytes, dtype="<u2").astype(np.int64)
 
 
 def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
@@ -1087,7 +1152,7 @@ def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
     if num_symbols == 0:
         if lanes or esc_len or pos != len(blob):
             raise BitstreamError("rANS blob does not match an empty symbol tensor")
-        return _ParsedBlob(0, np.zeros(0, np.int64), np.zeros(0, np.int64), b"")
+        return _ParsedBlob(0, np.zeros(0, np.int64), memoryview(b""), b"")
     if not 1 <= lanes <= num_symbols:
         raise BitstreamError(f"rANS blob declares {lanes} lanes for {num_symbols} symbols")
     if pos + (lanes + 1) // 2 + esc_len > len(blob):
@@ -1105,9 +1170,10 @@ def _parse(blob: bytes, num_symbols: int) -> _ParsedBlob:
     # count for that is a safe lower bound.
     payload_bits16 = 16 * 8 * (len(blob) - esc_len)
     floor_bits16 = payload_bits16 // 8
-    if lanes < min(lanes_for(num_symbols, floor_bits16), _lanes_for_session1(num_symbols, floor_bits16)):
+    rules = (lanes_for, _lanes_for_session2, _lanes_for_session1)
+    if lanes < min(rule(num_symbols, floor_bits16) for rule in rules):
         raise BitstreamError("rANS blob declares an implausible lane count")
-    words = np.frombuffer(blob, dtype="<u2", count=num_words, offset=pos).astype(np.int64)
+    words = memoryview(blob)[pos : pos + 2 * num_words]
     pos += 2 * num_words
     return _ParsedBlob(lanes, states, words, blob[pos:])
 
@@ -1130,13 +1196,14 @@ def _decode_lanes(
     ``ptr`` holds, per item, the index of the last word consumed; an item's words follow it.
     """
     lanes = x.numel()
-    if x.device.type == "cpu" and CPU_LOOPS == "numpy" and lane_item is None:
+    backend = cpu_backend() if x.device.type == "cpu" else None
+    if backend == "numpy" and lane_item is None:
         x, p, bins = _decode_single_numpy(
             x.numpy().copy(), table_base.numpy(), lut.numpy(), start.numpy(), freq.numpy(), words.numpy(), int(ptr),
             steps,
         )
         return torch.from_numpy(x), torch.tensor(p, dtype=torch.int64), torch.from_numpy(bins)
-    if x.device.type == "cpu" and CPU_LOOPS == "numpy":
+    if backend == "numpy":
         n = lambda t: None if t is None else t.numpy()  # noqa: E731
         x, ptr, bins = _decode_lanes_numpy(
             x.numpy().copy(), n(table_base), n(lut), n(start), n(freq), n(words), ptr.numpy().copy(),
@@ -1229,41 +1296,10 @@ def _decode_lanes_numpy(x, table_base, lut, start, freq, words, ptr, lane_first,
     return x, (np.array(p, dtype=np.int64) if single else ptr), bins
 
 
-def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[Tensor]:
-    """Decode many independent blobs in one pass (the inverse of :func:`encode_batch`).
-
-    Each result is int32 with the shape of its ``indexes`` and on its device. Raises
-    :class:`~neuralcodec.BitstreamError` (naming the item) if any blob is malformed.
-
-    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
-    >>> blobs = encode_batch([[1, 1, 0], [2]], [[0, 0, 0], [0]], cdf, [5], [0])
-    >>> [t.tolist() for t in decode_batch(blobs, [[0, 0, 0], [0]], cdf, [5], [0])]
-    [[1, 1, 0], [2]]
-    """
-    if len(blobs) != len(indexes_list):
-        raise ValueError("blobs and indexes_list must have the same length")
-    if not len(blobs):
-        return []
-    first = indexes_list[0]
-    device = _working_device(first, cdfs)
-    tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
-    idx_flat, shapes, counts, parsed = [], [], [], []
-    for i, (blob, indexes) in enumerate(zip(blobs, indexes_list)):
-        idx = _indexes_tensor(indexes, device)
-        shapes.append(tuple(indexes.shape) if isinstance(indexes, Tensor) else tuple(np.shape(indexes)))
-        if idx.numel():
-            lo, hi = torch.aminmax(idx)
-            if int(lo) < 0 or int(hi) >= tables.num_tables:
-                raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
-        try:
-            parsed.append(_parse(blob, idx.numel()))
-        except BitstreamError as exc:
-            raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
-        idx_flat.append(idx)
-        counts.append(idx.numel())
+def _decode_items_grid(parsed, counts, all_idx, tables: CdfTables, device, num_blobs: int) -> Tensor:
+    """Bins of every symbol (items concatenated) from the NumPy or torch step loops over one [steps, lanes] grid."""
     lanes = [p.lanes for p in parsed]
     position, steps, total_lanes = _layout(counts, lanes, device)
-    all_idx = (torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)).to(torch.int64)
     if total_lanes:
         pad_base = tables.num_tables * PROB_SCALE  # padding cells decode with the no-op table
         table_base = torch.full((steps * total_lanes,), pad_base, dtype=torch.int64, device=device)
@@ -1278,7 +1314,8 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
         at = 1
         for p, n in zip(parsed, counts):
             word_first.append(at)
-            buffer[at : at + p.words.size] = p.words
+            item_words = p.words
+            buffer[at : at + item_words.size] = item_words
             at += n
         words = torch.from_numpy(buffer).to(device)
         x0 = torch.from_numpy(np.concatenate([p.states for p in parsed])).to(device)
@@ -1317,11 +1354,72 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
     lane_at = 0
     for j, i in enumerate(i for i, k in enumerate(lanes) if k):
         k = lanes[i]
-        consumed_all = int(ptr[j]) == word_first[i] - 1 + parsed[i].words.size
+        consumed_all = int(ptr[j]) == word_first[i] - 1 + len(parsed[i].words_bytes) // 2
         if not consumed_all or bool((x[lane_at : lane_at + k] != STATE_LOWER).any()):
-            where = f"item {i}: " if len(blobs) > 1 else ""
+            where = f"item {i}: " if num_blobs > 1 else ""
             raise BitstreamError(where + "rANS blob is corrupted or does not match these indexes/tables")
         lane_at += k
+    return bins
+
+
+def _decode_items_compiled(parsed, counts, all_idx, tables: CdfTables, num_blobs: int) -> Tensor:
+    """Bins of every symbol (items concatenated) from the compiled loop, one item at a time."""
+    bins = np.empty(sum(counts), dtype=np.int32)
+    lut = tables.decode_lut().numpy()
+    start, freq = tables.start.numpy(), tables.freq.numpy()
+    idx = all_idx.numpy()
+    at = 0
+    for i, (p, n) in enumerate(zip(parsed, counts)):
+        if n:
+            status = _compiled.decode(
+                np.ascontiguousarray(p.states, dtype=np.int64), idx[at : at + n], tables.num_tables, lut,
+                start, freq, p.words_bytes, bins[at : at + n],
+            )
+            if status:
+                where = f"item {i}: " if num_blobs > 1 else ""
+                raise BitstreamError(where + "rANS blob is corrupted or does not match these indexes/tables")
+        at += n
+    return torch.from_numpy(bins)
+
+
+def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[Tensor]:
+    """Decode many independent blobs in one pass (the inverse of :func:`encode_batch`).
+
+    Each result is int32 with the shape of its ``indexes`` and on its device. Raises
+    :class:`~neuralcodec.BitstreamError` (naming the item) if any blob is malformed.
+
+    >>> cdf = [[0, 16384, 49152, 65535, 65536]]
+    >>> blobs = encode_batch([[1, 1, 0], [2]], [[0, 0, 0], [0]], cdf, [5], [0])
+    >>> [t.tolist() for t in decode_batch(blobs, [[0, 0, 0], [0]], cdf, [5], [0])]
+    [[1, 1, 0], [2]]
+    """
+    if len(blobs) != len(indexes_list):
+        raise ValueError("blobs and indexes_list must have the same length")
+    if not len(blobs):
+        return []
+    first = indexes_list[0]
+    device = _working_device(first, cdfs)
+    tables = prepare_tables(cdfs, cdf_lengths, offsets, device)
+    idx_flat, shapes, counts, parsed = [], [], [], []
+    for i, (blob, indexes) in enumerate(zip(blobs, indexes_list)):
+        idx = _indexes_tensor(indexes, device)
+        shapes.append(tuple(indexes.shape) if isinstance(indexes, Tensor) else tuple(np.shape(indexes)))
+        if idx.numel():
+            lo, hi = torch.aminmax(idx)
+            if int(lo) < 0 or int(hi) >= tables.num_tables:
+                raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
+        try:
+            parsed.append(_parse(blob, idx.numel()))
+        except BitstreamError as exc:
+            raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
+        idx_flat.append(idx)
+        counts.append(idx.numel())
+    lanes = [p.lanes for p in parsed]
+    all_idx = (torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)).to(torch.int64)
+    if device.type == "cpu" and cpu_backend() == "c":
+        bins = _decode_items_compiled(parsed, counts, all_idx, tables, len(blobs))
+    else:
+        bins = _decode_items_grid(parsed, counts, all_idx, tables, device, len(blobs))
     out = tables.symbol_of_bin.index_select(0, bins)
     escaped = tables.escape_of_bin.index_select(0, bins)
     esc_count = torch.zeros(len(blobs), dtype=torch.int64)

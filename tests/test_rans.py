@@ -645,10 +645,16 @@ def test_compiled_loops_check_their_buffers():
     freq[4] = 0
     with pytest.raises(ValueError, match="impossible"):
         _rans.encode(start, freq, 3, np.empty(3, np.uint32), np.empty(10, np.uint16))
-    lut = np.zeros(1 << 16, np.int32)
-    one = np.zeros(1, np.int64)
+    # decode(states, idx, num_tables, bins_per_table, coarse, bin_table, offsets, max_values, words, symbols, escapes)
     states = np.full(2, 1 << 16, np.int64)
-    with pytest.raises(ValueError):  # a lookup table shorter than num_tables rows
-        _rans.decode(states, np.zeros(4, np.int64), 2, lut, one, one + (1 << 16), b"", np.empty(4, np.int32))
+    coarse = np.zeros(1 << _rans.COARSE_BITS, np.uint16)
+    bin_table = np.array([0, 1 << 16], np.uint32)  # one bin covering everything
+    zero = np.zeros(1, np.int64)
+    out, esc = np.empty(4, np.int32), np.empty(4, np.int64)
+    with pytest.raises(ValueError):  # a coarse table shorter than num_tables rows
+        _rans.decode(states, np.zeros(4, np.int32), 2, 1, coarse, bin_table, zero, zero, b"", out, esc)
+    with pytest.raises(ValueError):  # an output buffer shorter than the symbols
+        _rans.decode(states, np.zeros(4, np.int32), 1, 1, coarse, bin_table, zero, zero, b"", out[:3], esc)
     # A table index out of range is reported (status 3), not read.
-    assert _rans.decode(states, np.array([0, 5, 0, 0]), 1, lut, one, one + (1 << 16), b"", np.empty(4, np.int32)) == 3
+    idx = np.array([0, 5, 0, 0], np.int32)
+    assert _rans.decode(states, idx, 1, 1, coarse, bin_table, zero, zero + 7, b"", out, esc)[0] == 3

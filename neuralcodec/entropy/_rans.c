@@ -80,34 +80,51 @@ done:
     return result;
 }
 
-/* decode(states i64[lanes], idx i64[n], num_tables, lut i32[num_tables * 65536], start i64[B], freq i64[B],
- *        words (little-endian u16 bytes), bins_out i32[n]) -> status.
+/* decode(states i64[lanes], idx i32[n], num_tables, bins_per_table, coarse u16[num_tables << COARSE_BITS],
+ *        bin_table u32[2 * num_bins] (start, freq of every flat bin), offsets i64[num_tables],
+ *        max_values i64[num_tables], words (little-endian u16 bytes), symbols_out i32[n],
+ *        escapes_out i64[n]) -> (status, number of escapes).
+ * symbols_out gets every symbol coded with its bin (bin + the table's offset); the positions of the
+ * symbols coded with their table's escape bin go to escapes_out, in order (the caller fills them in
+ * from the escape section).
+ * coarse[t][j] is the table-local bin that holds slot j << (16 - COARSE_BITS); the bin of a slot is found
+ * from there by stepping over the bins that end at or before it (zero-frequency bins end where they start),
+ * which gives exactly the bin with start <= slot < start + freq: the bin the exact slot table gives.
+ * The coarse table (2 KiB per table) and the bins stay in cache, unlike a 256 KiB-per-table slot table.
  * status 0: decoded, every word consumed and every lane back at the initial state; 1: a read past the
- * words; 2: words left over or a lane not back at the initial state; 3: a table index out of range. */
+ * words; 2: words left over or a lane not back at the initial state; 3: a table index out of range;
+ * 4: a symbol outside int32 (no valid stream holds one: the encoder refuses them). */
+#define COARSE_BITS 10
 static PyObject *rans_decode(PyObject *self, PyObject *args) {
-    Py_buffer states_b, idx_b, lut_b, start_b, freq_b, words_b, bins_b;
-    Py_ssize_t num_tables;
-    if (!PyArg_ParseTuple(args, "y*y*ny*y*y*y*w*", &states_b, &idx_b, &num_tables, &lut_b, &start_b, &freq_b,
-                          &words_b, &bins_b))
+    Py_buffer states_b, idx_b, coarse_b, bin_b, off_b, max_b, words_b, sym_b, esc_b;
+    Py_ssize_t num_tables, width;
+    if (!PyArg_ParseTuple(args, "y*y*nny*y*y*y*y*w*w*", &states_b, &idx_b, &num_tables, &width, &coarse_b, &bin_b,
+                          &off_b, &max_b, &words_b, &sym_b, &esc_b))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t lanes = states_b.len / 8, n = idx_b.len / 8, num_bins = start_b.len / 8;
+    Py_ssize_t lanes = states_b.len / 8, n = idx_b.len / 4;
     Py_ssize_t num_words = words_b.len / 2;
-    if (states_b.len % 8 || idx_b.len % 8 || lanes < 1 || lanes > n || num_tables < 1 ||
-        freq_b.len != start_b.len || words_b.len % 2) {
+    if (states_b.len % 8 || idx_b.len % 4 || lanes < 1 || lanes > n || num_tables < 1 || width < 1 ||
+        width > 65536 || words_b.len % 2) {
         PyErr_SetString(PyExc_ValueError, "_rans.decode: inconsistent sizes");
         goto done;
     }
-    if (check_size(&lut_b, num_tables * (Py_ssize_t)PROB_SCALE, 4, "lut") || check_size(&bins_b, n, 4, "bins"))
+    if (check_size(&coarse_b, num_tables << COARSE_BITS, 2, "coarse") ||
+        check_size(&bin_b, 2 * num_tables * width, 4, "bin_table") || check_size(&off_b, num_tables, 8, "offsets") ||
+        check_size(&max_b, num_tables, 8, "max_values") || check_size(&sym_b, n, 4, "symbols") ||
+        check_size(&esc_b, n, 8, "escapes"))
         goto done;
     {
         const int64_t *states = (const int64_t *)states_b.buf;
-        const int64_t *idx = (const int64_t *)idx_b.buf;
-        const int32_t *lut = (const int32_t *)lut_b.buf;
-        const int64_t *start = (const int64_t *)start_b.buf;
-        const int64_t *freq = (const int64_t *)freq_b.buf;
+        const int32_t *idx = (const int32_t *)idx_b.buf;
+        const int64_t *offsets = (const int64_t *)off_b.buf;
+        const int64_t *max_values = (const int64_t *)max_b.buf;
+        int64_t *escapes = (int64_t *)esc_b.buf;
+        Py_ssize_t num_escapes = 0;
+        const uint16_t *coarse = (const uint16_t *)coarse_b.buf;
+        const uint32_t *bin_table = (const uint32_t *)bin_b.buf;
         const uint8_t *wb = (const uint8_t *)words_b.buf;
-        int32_t *bins = (int32_t *)bins_b.buf;
+        int32_t *symbols = (int32_t *)sym_b.buf;
         int status = 0;
         uint64_t *x = (uint64_t *)PyMem_Malloc(sizeof(uint64_t) * (size_t)lanes);
         if (!x) { PyErr_NoMemory(); goto done; }
@@ -118,15 +135,26 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         Py_ssize_t p = 0, k = 0;
         for (Py_ssize_t i = 0; i < n && !status; i++) {
-            uint64_t t = (uint64_t)idx[i];
+            uint64_t t = (uint64_t)(int64_t)idx[i];
             if (t >= (uint64_t)num_tables) { status = 3; break; }
             uint64_t s = x[k];
-            uint64_t slot = s & WORD_MASK;
-            int32_t b = lut[t * PROB_SCALE + slot];
-            if (b < 0 || b >= num_bins) { status = 3; break; }
-            bins[i] = b;
-            /* slot - start[b] is in [0, freq[b]), so s stays in [1, 2**32). */
-            s = (uint64_t)freq[b] * (s >> WORD_BITS) + slot - (uint64_t)start[b];
+            uint32_t slot = (uint32_t)(s & WORD_MASK);
+            Py_ssize_t row = (Py_ssize_t)t * width;
+            Py_ssize_t local = coarse[(t << COARSE_BITS) | (slot >> (16 - COARSE_BITS))];
+            /* Every row's last bin ends at 2**16 > slot, so this stays inside the row (checked anyway). */
+            while (local < width && slot >= bin_table[2 * (row + local)] + bin_table[2 * (row + local) + 1]) local++;
+            if (local >= width) { status = 3; break; }
+            const uint32_t *sf = bin_table + 2 * (row + local);
+            if (local == max_values[t]) {
+                escapes[num_escapes++] = i;
+                symbols[i] = 0;
+            } else {
+                int64_t v = offsets[t] + local;
+                if (v < INT32_MIN || v > INT32_MAX) { status = 4; break; }
+                symbols[i] = (int32_t)v;
+            }
+            /* slot - start is in [0, freq), so s stays in [1, 2**32). */
+            s = (uint64_t)sf[1] * (s >> WORD_BITS) + slot - sf[0];
             if (s < STATE_LOWER) {
                 if (p >= num_words) { status = 1; break; }
                 s = (s << WORD_BITS) | (uint64_t)wb[2 * p] | ((uint64_t)wb[2 * p + 1] << 8);
@@ -142,26 +170,36 @@ static PyObject *rans_decode(PyObject *self, PyObject *args) {
         }
         Py_END_ALLOW_THREADS
         PyMem_Free(x);
-        result = PyLong_FromLong(status);
+        result = Py_BuildValue("in", status, num_escapes);
     }
 done:
     PyBuffer_Release(&states_b);
     PyBuffer_Release(&idx_b);
-    PyBuffer_Release(&lut_b);
-    PyBuffer_Release(&start_b);
-    PyBuffer_Release(&freq_b);
+    PyBuffer_Release(&coarse_b);
+    PyBuffer_Release(&bin_b);
+    PyBuffer_Release(&off_b);
+    PyBuffer_Release(&max_b);
     PyBuffer_Release(&words_b);
-    PyBuffer_Release(&bins_b);
+    PyBuffer_Release(&sym_b);
+    PyBuffer_Release(&esc_b);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"encode", rans_encode, METH_VARARGS, "encode(start, freq, lanes, states_out, words_out) -> number of words"},
     {"decode", rans_decode, METH_VARARGS,
-     "decode(states, idx, num_tables, lut, start, freq, words, bins_out) -> status (0: ok)"},
+     "decode(states, idx, num_tables, bins_per_table, coarse, bin_table, offsets, max_values, words, symbols_out, "
+     "escapes_out) -> (status, number of escapes)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rans", "Compiled rANS step loops.", -1, methods};
 
-PyMODINIT_FUNC PyInit__rans(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rans(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "COARSE_BITS", COARSE_BITS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

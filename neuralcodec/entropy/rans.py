@@ -198,6 +198,7 @@ class CdfTables:
     symbol_base: int = 0
     symbol_columns: int = 0
     _lut: Tensor | None = field(default=None, repr=False)
+    _compiled_decoder: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _numpy_encoder: "_NumpyEncoderTables | None" = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -208,6 +209,31 @@ class CdfTables:
                 if self._numpy_encoder is None:
                     self._numpy_encoder = _NumpyEncoderTables.build(self)
         return self._numpy_encoder
+
+    def compiled_decoder(self) -> tuple[np.ndarray, np.ndarray]:
+        """The compiled decoder's tables (CPU), built once, cached: ``(coarse, bin_table)``.
+
+        ``coarse``: uint16 ``[T, 2**COARSE_BITS]``, the table-local bin holding the first slot of
+        each run of ``2**(16 - COARSE_BITS)`` slots; ``bin_table``: uint32 ``[T * W, 2]``, start and
+        frequency of every flat bin. Together a few hundred KiB where the exact slot table
+        (:meth:`decode_lut`) takes 256 KiB per table, so the decoder's lookups stay in cache.
+        """
+        if self._compiled_decoder is None:
+            with self._lock:
+                if self._compiled_decoder is None:
+                    t, w = self.num_tables, self.bins_per_table
+                    start = self.start.cpu().numpy()[: t * w].reshape(t, w)
+                    freq = self.freq.cpu().numpy()[: t * w].reshape(t, w)
+                    # Bin ends, made non-decreasing past each row's last bin (padding bins: 0, 0),
+                    # then offset per row so one searchsorted serves every row.
+                    ends = np.maximum.accumulate(start + freq, axis=1) + (np.arange(t)[:, None] << 17)
+                    first = np.arange(0, PROB_SCALE, PROB_SCALE >> _compiled.COARSE_BITS)
+                    queries = first[None, :] + (np.arange(t)[:, None] << 17)
+                    hit = np.searchsorted(ends.reshape(-1), queries.reshape(-1), side="right").reshape(t, -1)
+                    coarse = (hit - np.arange(t)[:, None] * w).astype(np.uint16)
+                    bin_table = np.stack([start.reshape(-1), freq.reshape(-1)], axis=1).astype(np.uint32)
+                    self._compiled_decoder = (np.ascontiguousarray(coarse), np.ascontiguousarray(bin_table))
+        return self._compiled_decoder
 
     def decode_lut(self) -> Tensor:
         """int32 ``[(T+1) * 65536]``: slot ``s`` of table ``t`` -> flat bin index. Built once, cached."""
@@ -1362,24 +1388,41 @@ def _decode_items_grid(parsed, counts, all_idx, tables: CdfTables, device, num_b
     return bins
 
 
-def _decode_items_compiled(parsed, counts, all_idx, tables: CdfTables, num_blobs: int) -> Tensor:
-    """Bins of every symbol (items concatenated) from the compiled loop, one item at a time."""
-    bins = np.empty(sum(counts), dtype=np.int32)
-    lut = tables.decode_lut().numpy()
-    start, freq = tables.start.numpy(), tables.freq.numpy()
-    idx = all_idx.numpy()
-    at = 0
-    for i, (p, n) in enumerate(zip(parsed, counts)):
+def _decode_batch_compiled(parsed, idx_flat, counts, shapes, tables: CdfTables, num_blobs: int) -> list[Tensor]:
+    """:func:`decode_batch` on CPU with the compiled loop: item by item, symbols straight out of the loop
+    (escaped ones filled in from each item's escape section)."""
+    coarse, bin_table = tables.compiled_decoder()
+    offsets = tables.offsets.cpu().numpy()
+    max_values = tables.max_values.cpu().numpy()
+    results = []
+    for i, (p, n, idx, shape) in enumerate(zip(parsed, counts, idx_flat, shapes)):
+        where = f"item {i}: " if num_blobs > 1 else ""
+        out = np.empty(n, dtype=np.int32)
         if n:
-            status = _compiled.decode(
-                np.ascontiguousarray(p.states, dtype=np.int64), idx[at : at + n], tables.num_tables, lut,
-                start, freq, p.words_bytes, bins[at : at + n],
+            idx32 = np.ascontiguousarray(idx.numpy(), dtype=np.int32)  # checked to be in [0, num_tables)
+            esc_pos = np.empty(n, dtype=np.int64)
+            status, num_esc = _compiled.decode(
+                np.ascontiguousarray(p.states, dtype=np.int64), idx32, tables.num_tables, tables.bins_per_table,
+                coarse, bin_table, offsets, max_values, p.words_bytes, out, esc_pos,
             )
             if status:
-                where = f"item {i}: " if num_blobs > 1 else ""
                 raise BitstreamError(where + "rANS blob is corrupted or does not match these indexes/tables")
-        at += n
-    return torch.from_numpy(bins)
+        else:
+            num_esc = 0
+        try:
+            raw = _unpack_escapes(p.escapes, num_esc).numpy()
+        except BitstreamError as exc:
+            raise BitstreamError(where + str(exc)) from None
+        if num_esc:
+            esc_pos = esc_pos[:num_esc]
+            esc_idx = idx32.take(esc_pos)
+            value = np.where(raw & 1 == 1, -((raw + 1) >> 1), (raw >> 1) + max_values.take(esc_idx))
+            value += offsets.take(esc_idx)
+            if int(value.min()) < INT32_MIN or int(value.max()) > INT32_MAX:
+                raise BitstreamError(where + "rANS escape section decodes to a value outside int32")
+            out[esc_pos] = value
+        results.append(torch.from_numpy(out).reshape(shape))
+    return results
 
 
 def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengths=None, offsets=None) -> list[Tensor]:
@@ -1414,12 +1457,11 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
             raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
         idx_flat.append(idx)
         counts.append(idx.numel())
+    if device.type == "cpu" and cpu_backend() == "c":
+        return _decode_batch_compiled(parsed, idx_flat, counts, shapes, tables, len(blobs))
     lanes = [p.lanes for p in parsed]
     all_idx = (torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)).to(torch.int64)
-    if device.type == "cpu" and cpu_backend() == "c":
-        bins = _decode_items_compiled(parsed, counts, all_idx, tables, len(blobs))
-    else:
-        bins = _decode_items_grid(parsed, counts, all_idx, tables, device, len(blobs))
+    bins = _decode_items_grid(parsed, counts, all_idx, tables, device, len(blobs))
     out = tables.symbol_of_bin.index_select(0, bins)
     escaped = tables.escape_of_bin.index_select(0, bins)
     esc_count = torch.zeros(len(blobs), dtype=torch.int64)

@@ -21,6 +21,7 @@ Measured in one process (CPU):
 
     python benchmarks/bench_hyperprior.py
     python benchmarks/bench_hyperprior.py --family hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3 --limit 8
+    python benchmarks/bench_hyperprior.py --skip-rd --timing-model all   # coder timing/size of every model only
 
 The eval set is ``$NEURALCODEC_DATA/images/eval24`` or ``../shared/data/images/eval24``; the
 benchmark skips with a message when it (or the shipped models) is absent. The last line is one
@@ -289,7 +290,9 @@ def main() -> None:
     ap.add_argument("--family", default=DEFAULT_FAMILY, help="'+'-separated shipped model names (one RD curve)")
     ap.add_argument("--label", default="hyperprior-mean")
     ap.add_argument("--baselines", default="jpeg,webp,jpeg2000")
-    ap.add_argument("--timing-model", default=None, help="model timed against CompressAI (default: the middle one)")
+    ap.add_argument("--timing-model", default=None,
+                    help="model(s) timed against CompressAI: a name, '+'-separated names or 'all' (default: the middle one)")
+    ap.add_argument("--skip-rd", action="store_true", help="only the timing and coder comparisons (no RD run, no BD-rates)")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--timing-images", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_hyperprior"))
@@ -300,7 +303,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import neuralcodec
-    from neuralcodec.apps.bench import find_media, run_rd
+    from neuralcodec.apps.bench import find_media
 
     eval_dir = _data_root() / "images" / "eval24"
     if not eval_dir.is_dir():
@@ -315,6 +318,39 @@ def main() -> None:
     _, paths = find_media(eval_dir, args.limit)
     print(f"data: {eval_dir} ({len(paths)} images); torch threads: {torch.get_num_threads()}")
 
+    if args.skip_rd and args.update_cards:
+        ap.error("--update-cards needs the RD run (drop --skip-rd)")
+    result: dict[str, Any] = {
+        "benchmark": "hyperprior",
+        "data": str(eval_dir), "images": len(paths), "threads": torch.get_num_threads(), "device": "cpu",
+        "family": names,
+    }
+    if not args.skip_rd:
+        result.update(_rd_part(args, eval_dir, names, baselines))
+    if args.timing_model == "all":
+        timing_names = names
+    elif args.timing_model:
+        timing_names = [n for n in args.timing_model.split("+") if n]
+    else:
+        timing_names = [names[len(names) // 2]]
+    timing_files = paths[: args.timing_images]
+    per_model = {}
+    for timing_name in timing_names:
+        per_model[timing_name] = _timing_part(neuralcodec.load(timing_name), timing_name, timing_files)
+    # The first timed model under the keys earlier runs used; every model under timing_per_model.
+    result["timing_model"] = timing_names[0]
+    result["timing"] = per_model[timing_names[0]]["timing"]
+    result["coders_same_symbols"] = per_model[timing_names[0]]["coders_same_symbols"]
+    result["timing_per_model"] = per_model
+    if args.update_cards:
+        update_cards(names, result)
+    print(json.dumps(result))
+
+
+def _rd_part(args: argparse.Namespace, eval_dir: Path, names: list[str], baselines: list[str]) -> dict[str, Any]:
+    """The RD run of the family and the baselines, and the BD-rates (printed, and returned for the JSON)."""
+    from neuralcodec.apps.bench import run_rd
+
     t0 = time.time()
     summary = run_rd(eval_dir, [*baselines, f"{args.label}={'+'.join(names)}"], args.out, anchor=baselines[0],
                      limit=args.limit, progress=False, jobs=args.jobs, resume=args.resume)
@@ -327,10 +363,18 @@ def main() -> None:
     for base, row in bd.items():
         cols = ", ".join(f"{k} {v:+.1f}" for k, v in row.items() if isinstance(v, float))
         print(f"  BD vs {base}: {cols}")
+    return {
+        "rd": {k: fam[k] for k in ("quality", "bpp", "psnr-rgb", "ms-ssim") if k in fam},
+        "baselines_rd": {b: {k: entries[b]["results"].get(k) for k in ("quality", "bpp", "psnr-rgb", "ms-ssim")}
+                         for b in baselines},
+        "bd_rate_vs": bd,
+    }
 
-    timing_name = args.timing_model or names[len(names) // 2]
-    model = neuralcodec.load(timing_name)
-    timing_files = paths[: args.timing_images]
+
+def _timing_part(model: Any, timing_name: str, timing_files: list[Path]) -> dict[str, Any]:
+    """Whole-codec and coder-only timing/size of one model against CompressAI (printed and returned)."""
+    from neuralcodec.entropy import rans
+
     codec_times = time_codecs(model, timing_files)
     o, c, r = codec_times["ours"], codec_times["compressai"], codec_times["ratios"]
     print(f"timing ({timing_name}, {len(timing_files)} images, {torch.get_num_threads()} threads):")
@@ -341,6 +385,7 @@ def main() -> None:
     print(f"  coder speedup vs CompressAI: encode x{r['encode_coder_speedup_vs_compressai']:.2f}, "
           f"decode x{r['decode_coder_speedup_vs_compressai']:.2f}; size ours/CompressAI "
           f"{r['size_ours_ncf_over_compressai_strings']:.4f}")
+    print(f"  our CPU rANS loops: {rans.cpu_backend()}")
     coders = time_coders_same_symbols(model, timing_files)
     print(f"  same symbols/tables: encode x{coders['encode_speedup_vs_compressai']:.2f} "
           f"(x{coders['encode_speedup_vs_compressai_without_list_conversion']:.2f} without its list conversion), "
@@ -348,21 +393,7 @@ def main() -> None:
           f"(x{coders['decode_speedup_vs_compressai_without_list_conversion']:.2f}), "
           f"size ratio {coders['size_ratio_ours_over_compressai']:.5f} (over the ideal size: ours "
           f"{100 * coders['overhead_over_ideal_ours']:+.2f}%, CompressAI {100 * coders['overhead_over_ideal_compressai']:+.2f}%)")
-    result = {
-        "benchmark": "hyperprior",
-        "data": str(eval_dir), "images": len(paths), "threads": torch.get_num_threads(), "device": "cpu",
-        "family": names,
-        "rd": {k: fam[k] for k in ("quality", "bpp", "psnr-rgb", "ms-ssim") if k in fam},
-        "baselines_rd": {b: {k: entries[b]["results"].get(k) for k in ("quality", "bpp", "psnr-rgb", "ms-ssim")}
-                         for b in baselines},
-        "bd_rate_vs": bd,
-        "timing_model": timing_name,
-        "timing": codec_times,
-        "coders_same_symbols": coders,
-    }
-    if args.update_cards:
-        update_cards(names, result)
-    print(json.dumps(result))
+    return {"timing": codec_times, "coders_same_symbols": coders, "cpu_backend": rans.cpu_backend()}
 
 
 def update_cards(names: list[str], result: dict[str, Any]) -> None:

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS"]
+__all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS", "RunCheckpoint", "training_device",
+           "device_label"]
 
 # Preset name -> (registry architecture, constructor config, default exported model name).
 ARCHITECTURE_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -70,6 +71,28 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     model_config: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # "cuda" trains on the GPU; the export is always a CPU model
+
+
+def training_device(name: str) -> torch.device:
+    """The ``--device`` of every training recipe, with a clear error where CUDA is missing.
+
+    >>> training_device("cpu")
+    device(type='cpu')
+    """
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException(f"--device {name}: no CUDA device is available")
+    return device
+
+
+def device_label(device: torch.device) -> str:
+    """What a model card records as the training device (the GPU's name, or ``"cpu"``).
+
+    >>> device_label(torch.device("cpu"))
+    'cpu'
+    """
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _atomic_write(path: Path, writer) -> None:
@@ -118,6 +141,67 @@ def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
+class RunCheckpoint:
+    """The resumable state of a training run, written atomically and without pickle.
+
+    ``<out>/checkpoint.safetensors`` holds the modules' tensors (``"<prefix>.<name>"``) and the
+    optimizers' tensors (``"<tensor prefix>optim.<i>.<name>"``); ``<out>/checkpoint.json`` holds
+    the step, the training wall time, the RNG states, each optimizer's scalars under its key, and
+    whatever else the recipe passes to :meth:`save` (its config, phase counters...).
+
+    Args:
+        out: the run folder.
+        modules: ``{prefix: module}`` whose ``state_dict`` is saved and restored.
+        optimizers: ``{json key: (tensor prefix, optimizer)}``.
+
+    >>> import tempfile
+    >>> net = torch.nn.Linear(2, 2); opt = torch.optim.Adam(net.parameters())
+    >>> ckpt = RunCheckpoint(tempfile.mkdtemp(), {"model": net}, {"optimizer": ("", opt)})
+    >>> rng = np.random.default_rng(0)
+    >>> ckpt.save(step=7, elapsed=1.5, rng=rng, config={"lr": 1e-3})
+    >>> info = ckpt.restore(rng, quiet=True)
+    >>> info["step"], info["elapsed_s"], info["config"]
+    (7, 1.5, {'lr': 0.001})
+    """
+
+    def __init__(self, out: str | os.PathLike, modules: dict[str, torch.nn.Module],
+                 optimizers: dict[str, tuple[str, torch.optim.Optimizer]]) -> None:
+        self.tensors_path = Path(out) / "checkpoint.safetensors"
+        self.state_path = Path(out) / "checkpoint.json"
+        self.modules = modules
+        self.optimizers = optimizers
+
+    def exists(self) -> bool:
+        return self.tensors_path.is_file() and self.state_path.is_file()
+
+    def save(self, step: int, elapsed: float, rng: np.random.Generator, **info: Any) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in self.modules.items():
+            tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        state: dict[str, Any] = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng)}
+        for key, (prefix, opt) in self.optimizers.items():
+            opt_tensors, state[key] = _optimizer_tensors(opt)
+            tensors.update({prefix + k: v for k, v in opt_tensors.items()})
+        state.update(info)
+        _atomic_write(self.tensors_path, lambda p: save_file(tensors, p))
+        _atomic_write(self.state_path, lambda p: Path(p).write_text(json.dumps(state)))
+
+    def restore(self, rng: np.random.Generator, quiet: bool = False) -> dict[str, Any]:
+        """Load every module, optimizer and the RNG state; returns the JSON state (``step``,
+        ``elapsed_s`` and the recipe's own entries). Modules may already be on a GPU."""
+        tensors = load_file(str(self.tensors_path))
+        info = json.loads(self.state_path.read_text())
+        for prefix, module in self.modules.items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        for key, (prefix, opt) in self.optimizers.items():
+            _load_optimizer(opt, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, info[key])
+        _set_rng_state(rng, info["rng"])
+        info["step"], info["elapsed_s"] = int(info["step"]), float(info["elapsed_s"])
+        if not quiet:
+            print(f"resumed at step {info['step']}", file=sys.stderr)
+        return info
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 if step >= cfg.decay_at * cfg.steps else 1.0)
 
@@ -143,7 +227,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+    log_path = out / "log.csv"
+    device = training_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -151,7 +236,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     data = ImageCropDataset(cfg.data, crop=cfg.crop, min_downscale=cfg.min_downscale)
     print(f"data: {len(data)} images, {data.pixels / 1e6:.1f} MP after downscaling ({time.time() - t_load:.0f} s)",
           file=sys.stderr)
-    model = build(arch, {**base_config, **cfg.model_config})
+    model = build(arch, {**base_config, **cfg.model_config}).to(device)
     model.name = name
     entropy_params = [p for n, p in model.named_parameters() if n.startswith("entropy.")]
     other_params = [p for n, p in model.named_parameters() if not n.startswith("entropy.")]
@@ -161,17 +246,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
     )
 
     step, elapsed = 0, 0.0
-    if resume and ckpt_path.is_file() and state_path.is_file():
-        tensors = load_file(str(ckpt_path))
-        info = json.loads(state_path.read_text())
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(opt, tensors, info["optimizer"])
-        _set_rng_state(rng, info["rng"])
-        step, elapsed = int(info["step"]), float(info["elapsed_s"])
-        print(f"resumed at step {step}", file=sys.stderr)
+    ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
+    if resume and ckpt.exists():
+        info = ckpt.restore(rng)
+        step, elapsed = info["step"], info["elapsed_s"]
     elif cfg.init_from:
-        from ..codecs.registry import load as load_model
-
         from ..codecs.registry import read_card
 
         card_path = Path(cfg.init_from)
@@ -193,20 +272,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
     else:
         if hasattr(model, "init_from_data") and cfg.pca_crops > 0:
-            variances = model.init_from_data(data.sample(cfg.pca_crops, rng))
+            variances = model.init_from_data(data.sample(cfg.pca_crops, rng).to(device))
             kept = float(variances[: model.latent_channels].sum() / variances.sum())
             print(f"PCA init: {kept:.4f} of the wavelet-domain energy kept", file=sys.stderr)
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt_tensors, opt_info = _optimizer_tensors(opt)
-        tensors.update(opt_tensors)
-        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
-        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": opt_info,
-                "config": asdict(cfg)}
-        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+        ckpt.save(step, elapsed, rng, config=asdict(cfg))
 
     model.train()
     recent: list[tuple[float, float, float]] = []
@@ -223,7 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             lr = _lr_at(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
-            x = data.sample(cfg.batch_size, rng)
+            x = data.sample(cfg.batch_size, rng).to(device, non_blocking=True)
             out_ = model(x)
             mse = torch.mean((out_["x_hat"] - x) ** 2)
             pixels = x.shape[0] * x.shape[2] * x.shape[3]
@@ -260,7 +333,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
         entropy_info = fit_entropy_model(model, data, cfg, rng, progress=progress)
         entropy_info["wall_time_s"] = round(time.time() - t_ent, 1)
         elapsed += entropy_info["wall_time_s"]
-    model.eval()
+    model.cpu().eval()
     if hasattr(model, "update"):
         model.update()
     tail = recent[-200:]
@@ -282,7 +355,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             "entropy_phase": entropy_info,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": device_label(device),
             "final_train_metrics_last_200_steps": {
                 "mse": mse_tail,
                 "psnr": -10 * math.log10(mse_tail) if tail else None,
@@ -311,8 +384,9 @@ def fit_entropy_model(model: torch.nn.Module, data: Any, cfg: TrainConfig, rng: 
     model.eval()
     pool = []
     with torch.no_grad():
+        device = next(model.parameters()).device
         for start in range(0, cfg.entropy_pool, 64):
-            x = data.sample(min(64, cfg.entropy_pool - start), rng, crop=cfg.entropy_crop)
+            x = data.sample(min(64, cfg.entropy_pool - start), rng, crop=cfg.entropy_crop).to(device)
             pool.append(model.quantized_latents(x).to(torch.int8))
     latents = torch.cat(pool)
     params = list(model.entropy.parameters())
@@ -328,7 +402,7 @@ def fit_entropy_model(model: torch.nn.Module, data: Any, cfg: TrainConfig, rng: 
         lr = cfg.entropy_lr * (0.1 if step >= 0.8 * cfg.entropy_steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.from_numpy(rng.integers(0, len(latents), cfg.entropy_batch))
+        idx = torch.from_numpy(rng.integers(0, len(latents), cfg.entropy_batch)).to(latents.device)
         q = latents[idx].float()
         bits = -torch.log2(model.entropy(q, q)).sum() / q.numel()
         opt.zero_grad(set_to_none=True)
@@ -368,10 +442,11 @@ def fit_entropy_model(model: torch.nn.Module, data: Any, cfg: TrainConfig, rng: 
 @click.option("--reset-entropy", is_flag=True, help="Re-initialise the entropy model before the second phase.")
 @click.option("--init-from", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Start from an exported model card (.json) instead of the PCA initialisation.")
+@click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda, cuda:1...).")
 def train_command(preset: str, data: str, out: str, name: str | None, steps: int, batch_size: int, crop: int,
                   lr: float, lmbda: float, seed: int, threads: int | None, resume: bool,
                   latent_channels: int | None, entropy_steps: int, entropy_lr: float, reset_entropy: bool,
-                  init_from: str | None) -> None:
+                  init_from: str | None, device: str) -> None:
     """Train a codec on random crops of a folder of images and export it with a model card.
 
     \b
@@ -383,7 +458,7 @@ def train_command(preset: str, data: str, out: str, name: str | None, steps: int
     cfg = TrainConfig(data=data, out=out, preset=preset, name=name, steps=steps, batch_size=batch_size, crop=crop,
                       lr=lr, lmbda=lmbda, seed=seed, threads=threads, model_config=model_config,
                       entropy_steps=entropy_steps, entropy_lr=entropy_lr, reset_entropy=reset_entropy,
-                      init_from=init_from)
+                      init_from=init_from, device=device)
     command = "codec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     path = train(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 import shlex
@@ -143,18 +142,17 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     """Run (or resume) a hyperprior training run; returns the exported model's path (no suffix)."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file, save_file
 
     from ..codecs.hyperprior import HyperpriorCodec
     from ..codecs.registry import save
     from ..datasets.images import ImageCropDataset
-    from .train import _atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state, _timed_lr_at
+    from .train import RunCheckpoint, _timed_lr_at, device_label, training_device
 
     name = cfg.name or f"hyperprior-{cfg.variant}"
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+    log_path = out / "log.csv"
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_load = time.time()
@@ -163,44 +161,26 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
           file=sys.stderr)
     model = HyperpriorCodec(variant=cfg.variant, N=cfg.N, M=cfg.M, lmbda=cfg.lmbda)
     model.name = name
-    if cfg.init_from and not (resume and ckpt_path.is_file()):
-        _warm_start(model, cfg.init_from)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is available")
-    model.to(device)
+    device = training_device(cfg.device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("main.", opt), "aux_optimizer": ("aux.", aux_opt)})
+    if cfg.init_from and not (resume and ckpt.exists()):
+        _warm_start(model, cfg.init_from)
+    model.to(device)
 
     step, elapsed = 0, 0.0
-    if resume and ckpt_path.is_file() and state_path.is_file():
-        tensors = load_file(str(ckpt_path))
-        info = json.loads(state_path.read_text())
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        tensors = {k: v.to(device) for k, v in tensors.items()}
-        _load_optimizer(opt, {k[len("main."):]: v for k, v in tensors.items() if k.startswith("main.")},
-                        info["optimizer"])
-        _load_optimizer(aux_opt, {k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")},
-                        info["aux_optimizer"])
-        _set_rng_state(rng, info["rng"])
-        step, elapsed = int(info["step"]), float(info["elapsed_s"])
-        print(f"resumed at step {step}", file=sys.stderr)
+    if resume and ckpt.exists():
+        info = ckpt.restore(rng)
+        step, elapsed = info["step"], info["elapsed_s"]
     else:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "aux", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        main_t, main_info = _optimizer_tensors(opt)
-        aux_t, aux_info = _optimizer_tensors(aux_opt)
-        tensors.update({f"main.{k}": v for k, v in main_t.items()})
-        tensors.update({f"aux.{k}": v for k, v in aux_t.items()})
-        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
-        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": main_info,
-                "aux_optimizer": aux_info, "config": asdict(cfg)}
-        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+        ckpt.save(step, elapsed, rng, config=asdict(cfg))
 
     model.train()
     recent: list[tuple[float, float, float]] = []
@@ -284,7 +264,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
             "seed": cfg.seed,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "device": device_label(device),
             "final_train_metrics_last_200_steps": {
                 "mse": mse_tail,
                 "psnr": -10 * math.log10(mse_tail) if tail else None,

@@ -18,7 +18,6 @@ model + model card.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shlex
@@ -65,6 +64,7 @@ class AudioTrainConfig:
     log_every: int = 25
     checkpoint_every: int = 100
     model_config: dict[str, Any] = field(default_factory=dict)  # extra WaLLoCAudio arguments
+    device: str = "cpu"  # "cuda" trains on the GPU; the export is always a CPU model
 
 
 def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bool = True,
@@ -72,22 +72,21 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
     """Run (or resume) a training run; returns the exported model's path (no suffix)."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file, save_file
 
     from ..codecs.registry import build, save
     from ..datasets.audio import AudioCropDataset
-    from .train import (_atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state,
-                        _timed_lr_at, fit_entropy_model)
+    from .train import RunCheckpoint, _timed_lr_at, device_label, fit_entropy_model, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+    log_path = out / "log.csv"
+    device = training_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build("walloc-audio", {"latent_channels": cfg.latent_channels, "levels": cfg.levels,
                                    "decoder_channels": cfg.decoder_channels, "decoder_blocks": cfg.decoder_blocks,
-                                   **cfg.model_config})
+                                   **cfg.model_config}).to(device)
     model.name = cfg.name
     t_load = time.time()
     data = AudioCropDataset(cfg.data, crop=cfg.crop, sample_rate=model.sample_rate,
@@ -102,16 +101,12 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
     )
     step, elapsed = 0, 0.0
     pca_kept = None
-    if resume and ckpt_path.is_file() and state_path.is_file():
-        tensors = load_file(str(ckpt_path))
-        info = json.loads(state_path.read_text())
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(opt, tensors, info["optimizer"])
-        _set_rng_state(rng, info["rng"])
-        step, elapsed, pca_kept = int(info["step"]), float(info["elapsed_s"]), info.get("pca_kept")
-        print(f"resumed at step {step}", file=sys.stderr)
+    ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
+    if resume and ckpt.exists():
+        info = ckpt.restore(rng)
+        step, elapsed, pca_kept = info["step"], info["elapsed_s"], info.get("pca_kept")
     else:
-        variances = model.init_from_data(data.sample(cfg.pca_crops, rng))
+        variances = model.init_from_data(data.sample(cfg.pca_crops, rng).to(device))
         pca_kept = float(variances[: model.latent_channels].sum() / variances.sum())
         print(f"PCA init: {pca_kept:.4f} of the wavelet-domain energy kept "
               f"(linear SNR bound {-10 * math.log10(1 - pca_kept):.1f} dB)", file=sys.stderr)
@@ -119,13 +114,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
             csv.writer(f).writerow(["step", "loss", "mse_rel", "snr_db", "bits_per_frame", "kbps", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt_tensors, opt_info = _optimizer_tensors(opt)
-        tensors.update(opt_tensors)
-        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
-        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": opt_info,
-                "config": asdict(cfg), "pca_kept": pca_kept}
-        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+        ckpt.save(step, elapsed, rng, config=asdict(cfg), pca_kept=pca_kept)
 
     kbps_per_bit = model.sample_rate / 1000.0
     model.train()
@@ -143,7 +132,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
             lr = _timed_lr_at(cfg, step, elapsed)
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
-            x = data.sample(cfg.batch_size, rng)
+            x = data.sample(cfg.batch_size, rng).to(device, non_blocking=True)
             out_ = model(x)
             mse_rel = torch.mean((out_["x_hat"] - x) ** 2) / model.target_rms**2
             frames = x.shape[0] * x.shape[2]
@@ -182,7 +171,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
         entropy_info = fit_entropy_model(model, data, cfg, rng, progress=progress)  # type: ignore[arg-type]
         entropy_info["wall_time_s"] = round(time.time() - t_ent, 1)
         elapsed += entropy_info["wall_time_s"]
-    model.eval()
+    model.cpu().eval()
     model.update()
     tail = recent[-200:]
     mse_tail = float(np.mean([r[1] for r in tail])) if tail else float("nan")
@@ -201,7 +190,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
             "entropy_phase": entropy_info,
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": device_label(device),
             "final_train_metrics_last_200_steps": {
                 "snr_db_normalized_crops": -10 * math.log10(mse_tail) if tail else None,
                 "bits_per_frame_estimated": bits_tail,
@@ -232,12 +221,13 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
 @click.option("--max-seconds-per-file", default=None, type=float, help="Use only the first seconds of each file.")
 @click.option("--max-minutes", default=None, type=float, help="Stop the first phase after this wall time.")
 @click.option("--entropy-steps", default=300, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda, cuda:1...).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def walloc_audio_command(data: str, out: str, name: str, levels: int, latent_channels: int, decoder_channels: int,
                          init_step: float,
                          steps: int, batch_size: int, crop: int, lr: float, lmbda: float, seed: int,
                          threads: int | None, max_seconds_per_file: float | None, max_minutes: float | None,
-                         entropy_steps: int, resume: bool) -> None:
+                         entropy_steps: int, device: str, resume: bool) -> None:
     """Train the WaLLoC audio codec on random crops of a music folder and export it.
 
     \b
@@ -248,7 +238,7 @@ def walloc_audio_command(data: str, out: str, name: str, levels: int, latent_cha
                            decoder_channels=decoder_channels, steps=steps, batch_size=batch_size, crop=crop, lr=lr,
                            lmbda=lmbda, seed=seed, threads=threads, max_seconds_per_file=max_seconds_per_file,
                            max_minutes=max_minutes, entropy_steps=entropy_steps,
-                           model_config={"init_step": init_step})
+                           model_config={"init_step": init_step}, device=device)
     command = "codec train walloc-audio " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     path = train_walloc_audio(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")

@@ -25,8 +25,6 @@ results), loadable with :func:`neuralcodec.load`.
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import shlex
 import sys
@@ -38,7 +36,7 @@ from typing import Any
 import click
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 __all__ = ["EntropyTrainConfig", "train_entropy", "walloc_image_entropy_command", "image_latents"]
 
@@ -147,6 +145,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
     """Run (or resume) an entropy-model run; returns the path of the exported model (no suffix)."""
     from ..codecs.registry import save
     from ..datasets.images import ImageCropDataset
+    from .train import RunCheckpoint, device_label, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,9 +167,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         eval_latents = image_latents(model, [np.asarray(Image.open(p).convert("RGB")) for p in files], flips=False)
     print(f"latents of {len(data)} images (+ mirrors): {sum(q.numel() for q in latents) / 1e6:.1f} M values "
           f"({time.time() - t0:.0f} s)", file=sys.stderr)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is available")
+    device = training_device(cfg.device)
     model.to(device)
     latents = [q.to(device) for q in latents]
     eval_latents = [q.to(device) for q in eval_latents]
@@ -185,37 +182,19 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
     start_eval = eval_bits(model, eval_latents) if eval_latents else None
     if start_eval is not None:
         print(f"eval bits per latent at the start: {start_eval:.4f}", file=sys.stderr)
-    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+    log_path = out / "log.csv"
+    ckpt = RunCheckpoint(out, {"entropy": ent}, {"opt": ("opt.", opt), "aux": ("aux.", aux_opt)})
     step, elapsed = 0, 0.0
-    if resume and ckpt_path.is_file() and state_path.is_file():
-        from .train import _load_optimizer, _set_rng_state
-
-        tensors = load_file(str(ckpt_path))
-        info = json.loads(state_path.read_text())
-        ent.load_state_dict({k[len("entropy."):]: v for k, v in tensors.items() if k.startswith("entropy.")})
-        tensors = {k: v.to(device) for k, v in tensors.items()}
-        _load_optimizer(opt, {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}, info["opt"])
-        _load_optimizer(aux_opt, {k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")}, info["aux"])
-        _set_rng_state(rng, info["rng"])
-        step, elapsed = int(info["step"]), float(info["elapsed_s"])
-        print(f"resumed at step {step}", file=sys.stderr)
+    if resume and ckpt.exists():
+        info = ckpt.restore(rng)
+        step, elapsed = info["step"], info["elapsed_s"]
     else:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "bits_per_latent", "z_bits_per_latent", "eval_bits_per_latent", "lr",
                                     "elapsed_s"])
 
     def checkpoint() -> None:
-        from .train import _atomic_write, _optimizer_tensors, _rng_state
-
-        tensors = {f"entropy.{k}": v.detach().cpu().contiguous() for k, v in ent.state_dict().items()}
-        o_t, o_i = _optimizer_tensors(opt)
-        a_t, a_i = _optimizer_tensors(aux_opt)
-        tensors.update({f"opt.{k}": v for k, v in o_t.items()})
-        tensors.update({f"aux.{k}": v for k, v in a_t.items()})
-        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
-        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "opt": o_i, "aux": a_i,
-                "config": asdict(cfg)}
-        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+        ckpt.save(step, elapsed, rng, config=asdict(cfg))
 
     def sample() -> torch.Tensor:
         which = rng.choice(len(latents), size=cfg.batch_size, p=weights)
@@ -306,7 +285,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
                 "seed": cfg.seed,
                 "wall_time_s": round(elapsed, 1),
                 "threads": torch.get_num_threads(),
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "device": device_label(device),
                 "final_train_bits_per_latent_last_200_steps": float(np.mean([r[0] for r in tail])) if tail else None,
                 "eval_data": cfg.eval_data,
                 "eval_bits_per_latent_ideal_at_start": start_eval,

@@ -70,6 +70,7 @@ class VideoTrainConfig:
     max_minutes: float | None = None
     log_every: int = 25
     checkpoint_every: int = 250
+    device: str = "cpu"  # "cuda" trains the entropy models on the GPU (latents are computed on the CPU)
 
 
 # -- training clips -------------------------------------------------------------------------------
@@ -233,15 +234,16 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     from safetensors.torch import load_file, save_file
 
     from .. import load
-    from ..codecs.registry import build, save
-    from .train import _atomic_write, _load_optimizer, _optimizer_tensors, _rng_state, _set_rng_state
+    from ..codecs.registry import build
+    from .train import RunCheckpoint, _atomic_write, device_label, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    ckpt_path, state_path, log_path = out / "checkpoint.safetensors", out / "checkpoint.json", out / "log.csv"
+    log_path = out / "log.csv"
+    device = training_device(cfg.device)
     lat_path, lat_info_path = out / "latents.safetensors", out / "latents.json"
 
     image = load(cfg.init_from)
@@ -272,6 +274,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     data_summary["latents_wall_time_s"] = round(time.time() - t_lat, 1)
     print(f"latents: {len(clips)} clips, {data_summary['latent_frames']} frames", file=sys.stderr)
 
+    model.to(device)
     phases = [("inter", model.inter, cfg.steps)] + ([("intra", model.intra, cfg.intra_steps)] if cfg.intra_steps else [])
     params = []
     for _, module, _ in phases:
@@ -283,28 +286,18 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     step, elapsed = 0, 0.0
     phase_steps = {name: 0 for name, _, _ in phases}  # steps run per phase (all sessions)
     finished: set[str] = set()  # phases that used up their share of --max-minutes
-    if resume and ckpt_path.is_file() and state_path.is_file():
-        tensors = load_file(str(ckpt_path))
-        info = json.loads(state_path.read_text())
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(opt, tensors, info["optimizer"])
-        _set_rng_state(rng, info["rng"])
-        step, elapsed = int(info["step"]), float(info["elapsed_s"])
+    ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
+    if resume and ckpt.exists():
+        info = ckpt.restore(rng)
+        step, elapsed = info["step"], info["elapsed_s"]
         phase_steps.update(info.get("phase_steps", {}))
         finished = set(info.get("finished", []))
-        print(f"resumed at step {step}", file=sys.stderr)
     else:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "phase", "bits_per_latent", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        opt_tensors, opt_info = _optimizer_tensors(opt)
-        tensors.update(opt_tensors)
-        _atomic_write(ckpt_path, lambda p: save_file(tensors, p))
-        info = {"step": step, "elapsed_s": elapsed, "rng": _rng_state(rng), "optimizer": opt_info,
-                "config": asdict(cfg), "phase_steps": phase_steps, "finished": sorted(finished)}
-        _atomic_write(state_path, lambda p: Path(p).write_text(json.dumps(info)))
+        ckpt.save(step, elapsed, rng, config=asdict(cfg), phase_steps=phase_steps, finished=sorted(finished))
 
     total = sum(n for _, _, n in phases)
     bar = None
@@ -333,6 +326,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                 for g in opt.param_groups:
                     g["lr"] = lr
                 cur, ref = _sample(clips, cfg, rng, pairs=name == "inter")
+                cur, ref = cur.to(device), (None if ref is None else ref.to(device))
                 lik = module(cur, ref) if name == "inter" else module(cur)
                 bits = -torch.log2(lik).mean()
                 opt.zero_grad(set_to_none=True)
@@ -361,7 +355,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     checkpoint()
     for p in model.parameters():
         p.requires_grad_(False)
-    model.eval()
+    model.cpu().eval()
     model.update()
     card = {
         "description": "WaLLoC video codec: the frozen walloc-image-16x frame codec (WPT + linear encoder + "
@@ -380,7 +374,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
             "config": asdict(cfg),
             "wall_time_s": round(elapsed, 1),
             "threads": torch.get_num_threads(),
-            "device": "cpu",
+            "device": device_label(device),
             "final_bits_per_latent_last_100_steps": {k: float(np.mean(v[-100:])) if v else None
                                                      for k, v in history.items()},
         },
@@ -443,11 +437,12 @@ def save_half(model: Any, path: str | os.PathLike, card: dict[str, Any] | None =
 @click.option("--threads", default=1, show_default=True, type=int, help="CPU threads.")
 @click.option("--holdout-frames", default=64, show_default=True, type=int, help="Skip the first frames of every video (the benchmark's).")
 @click.option("--max-minutes", default=None, type=float, help="Stop training after this wall time (split over the phases).")
+@click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda, cuda:1...).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def walloc_video_command(images: str | None, videos: str | None, out: str, name: str, init_from: str, gop: int,
                          temporal_levels: int, temporal_hidden: int, steps: int, intra_steps: int, batch_size: int,
                          crop: int, lr: float, seed: int, threads: int, holdout_frames: int,
-                         max_minutes: float | None, resume: bool) -> None:
+                         max_minutes: float | None, device: str, resume: bool) -> None:
     """Train the WaLLoC video codec's temporal entropy model and export it.
 
     \b
@@ -458,7 +453,7 @@ def walloc_video_command(images: str | None, videos: str | None, out: str, name:
     cfg = VideoTrainConfig(images=images, videos=videos, out=out, name=name, init_from=init_from, gop=gop,
                            temporal_levels=temporal_levels, temporal_hidden=temporal_hidden, steps=steps,
                            intra_steps=intra_steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                           threads=threads, holdout_frames=holdout_frames, max_minutes=max_minutes)
+                           threads=threads, holdout_frames=holdout_frames, max_minutes=max_minutes, device=device)
     command = "codec train walloc-video " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else None
     path = train_walloc_video(cfg, resume=resume, command=command)
     click.echo(f"{path}.safetensors")

@@ -418,3 +418,20 @@ def test_damaged_files_never_crash_the_cli(tmp_path, toy, capsys):
         assert main(["info", str(path)]) == 1
         assert not (tmp_path / f"d{i}.png").exists()
     capsys.readouterr()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+@pytest.mark.parametrize("recipe", ["walloc-image", "walloc-image-entropy", "walloc-audio", "walloc-video", "hyperprior"])
+def test_training_on_a_missing_gpu_is_a_clear_error(tmp_path, recipe, capsys):
+    from click.testing import CliRunner
+
+    from neuralcodec.apps.cli import cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(data / "a.png")
+    write_audio(data / "a.wav", torch.zeros(2, 4096), 44100)
+    source = ["--images", str(data)] if recipe == "walloc-video" else ["--data", str(data)]
+    result = CliRunner().invoke(cli, ["train", recipe, *source, "--out", str(tmp_path / "run"), "--device", "cuda"])
+    assert result.exit_code != 0
+    assert "no CUDA device is available" in result.output

@@ -153,6 +153,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     log_path = out / "log.csv"
+    device = training_device(cfg.device)  # before loading data: a missing GPU fails at once
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_load = time.time()
@@ -161,7 +162,6 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
           file=sys.stderr)
     model = HyperpriorCodec(variant=cfg.variant, N=cfg.N, M=cfg.M, lmbda=cfg.lmbda)
     model.name = name
-    device = training_device(cfg.device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)

@@ -149,6 +149,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = training_device(cfg.device)  # before computing latents: a missing GPU fails at once
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -167,7 +168,6 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         eval_latents = image_latents(model, [np.asarray(Image.open(p).convert("RGB")) for p in files], flips=False)
     print(f"latents of {len(data)} images (+ mirrors): {sum(q.numel() for q in latents) / 1e6:.1f} M values "
           f"({time.time() - t0:.0f} s)", file=sys.stderr)
-    device = training_device(cfg.device)
     model.to(device)
     latents = [q.to(device) for q in latents]
     eval_latents = [q.to(device) for q in eval_latents]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import shutil
 import sys
@@ -41,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from _common import load_codec_or_skip, train_and_test  # benchmarks/_common.py
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -163,30 +164,6 @@ def pixel_classifier() -> Classifier:
     return Classifier(nn.Sequential(nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(32, 64, 3, stride=2, padding=1)))
 
 
-def train_and_test(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                   epochs: int, batch: int, lr: float, seed: int) -> tuple[float, float]:
-    """Returns (test accuracy, training samples/s)."""
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    seen, t0 = 0, time.perf_counter()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(order), batch):
-            idx = order[i : i + batch]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(idx)
-    throughput = seen / (time.perf_counter() - t0)
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(xte[i : i + 1000]).argmax(1) for i in range(0, len(xte), 1000)])
-    return float((pred == yte).float().mean()), throughput
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="walloc-image-16x", help="codec name or saved model path")
@@ -207,15 +184,9 @@ def main() -> int:
         print(f"SKIP: Fashion-MNIST not found in {FASHION} (apt-get install -y dataset-fashion-mnist)")
         print(json.dumps({"skipped": "dataset-fashion-mnist not installed"}))
         return 0
-    from neuralcodec.codecs.registry import load
     from neuralcodec.datasets import pack
-    from neuralcodec.errors import ModelNotFoundError
-
-    try:
-        codec = load(args.model, device=args.device)
-    except ModelNotFoundError as e:
-        print(f"SKIP: {e}")
-        print(json.dumps({"skipped": f"model {args.model} not available"}))
+    codec = load_codec_or_skip(args.model, args.device)
+    if codec is None:
         return 0
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_cdl_"))

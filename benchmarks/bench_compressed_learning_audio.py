@@ -43,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from _common import load_codec_or_skip, train_and_test  # benchmarks/_common.py
 
 
 def folder_bytes(folder: Path, suffix: str | None = None) -> int:
@@ -168,33 +169,6 @@ def unit_rms(x: torch.Tensor) -> torch.Tensor:
     return x / x.pow(2).mean((1, 2), keepdim=True).sqrt().clamp_min(1e-6)
 
 
-def train_and_test(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                   epochs: int, batch: int, lr: float, seed: int) -> tuple[float, float]:
-    """Returns (test accuracy, training samples/s)."""
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    steps = epochs * -(-len(xtr) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
-    seen, t0 = 0, time.perf_counter()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(order), batch):
-            idx = order[i : i + batch]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(idx)
-    throughput = seen / (time.perf_counter() - t0)
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(xte[i : i + 256]).argmax(1) for i in range(0, len(xte), 256)])
-    return float((pred == yte).float().mean()), throughput
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="walloc-audio", help="codec name or saved model path")
@@ -217,15 +191,9 @@ def main() -> int:
         print("SKIP: espeak-ng not found (apt-get install -y espeak-ng); it renders the spoken digits")
         print(json.dumps({"skipped": "espeak-ng not installed"}))
         return 0
-    from neuralcodec.codecs.registry import load
     from neuralcodec.datasets import pack
-    from neuralcodec.errors import ModelNotFoundError
-
-    try:
-        codec = load(args.model, device=args.device)
-    except ModelNotFoundError as e:
-        print(f"SKIP: {e}")
-        print(json.dumps({"skipped": f"model {args.model} not available"}))
+    codec = load_codec_or_skip(args.model, args.device)
+    if codec is None:
         return 0
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_cdl_audio_"))
@@ -302,7 +270,8 @@ def main() -> int:
         ):
             torch.manual_seed(0)
             model = make()
-            acc, sps = train_and_test(model, xtr, lab_tr, xte, lab_te, args.epochs, args.batch, args.lr, 0)
+            acc, sps = train_and_test(model, xtr, lab_tr, xte, lab_te, args.epochs, args.batch, args.lr, 0,
+                                      weight_decay=1e-2, one_cycle=True, eval_batch=256)
             results[name] = {"accuracy": acc, "train_samples_per_s": sps, "params": n_params(model),
                              "input_shape": list(xtr.shape[1:])}
             print(f"train {name:>14} ({args.epochs} epochs, batch {args.batch}): test accuracy {acc:.4f} on unseen "

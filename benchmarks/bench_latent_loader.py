@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import load_codec_or_skip  # benchmarks/_common.py
+
 DATA = Path(os.environ.get("NEURALCODEC_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -60,15 +62,9 @@ def main() -> int:
         print(f"SKIP: no images in {folder} (set NEURALCODEC_DATA)")
         print(json.dumps({"skipped": "corpus absent"}))
         return 0
-    from neuralcodec.codecs.registry import load
     from neuralcodec.datasets import LatentDataset, pack
-    from neuralcodec.errors import ModelNotFoundError
-
-    try:
-        codec = load(args.model, device=args.device)
-    except ModelNotFoundError as e:
-        print(f"SKIP: {e}")
-        print(json.dumps({"skipped": f"model {args.model} not available"}))
+    codec = load_codec_or_skip(args.model, args.device)
+    if codec is None:
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench_loader_"))
     try:

@@ -1,0 +1,65 @@
+"""Shared pieces of the benchmark scripts (imported as ``_common``: each script's folder is on ``sys.path``).
+
+>>> import torch
+>>> from torch import nn
+>>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+>>> acc, sps = train_and_test(nn.Linear(4, 2), x, y, x, y, epochs=1, batch=16, lr=1e-2, seed=0)
+>>> 0.0 <= acc <= 1.0 and sps > 0
+True
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def load_codec_or_skip(name: str, device: str = "cpu") -> Any | None:
+    """The codec ``name`` (a shipped name or a saved model path), or ``None`` after printing the
+    SKIP line and the benchmark's closing JSON (``{"skipped": ...}``) when it is not installed."""
+    from neuralcodec.codecs.registry import load
+    from neuralcodec.errors import ModelNotFoundError
+
+    try:
+        return load(name, device=device)
+    except ModelNotFoundError as e:
+        print(f"SKIP: {e}")
+        print(json.dumps({"skipped": f"model {name} not available"}))
+        return None
+
+
+def train_and_test(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+                   epochs: int, batch: int, lr: float, seed: int, weight_decay: float = 1e-4,
+                   one_cycle: bool = False, eval_batch: int = 1000) -> tuple[float, float]:
+    """Train a classifier with AdamW (optionally a one-cycle schedule); returns (test accuracy,
+    training samples/s). The same seed gives the same batches for every input representation."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = None
+    if one_cycle:
+        steps = epochs * -(-len(xtr) // batch)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    seen, t0 = 0, time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            seen += len(idx)
+    throughput = seen / (time.perf_counter() - t0)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(xte[i : i + eval_batch]).argmax(1) for i in range(0, len(xte), eval_batch)])
+    return float((pred == yte).float().mean()), throughput

@@ -658,3 +658,20 @@ def test_compiled_loops_check_their_buffers():
     # A table index out of range is reported (status 3), not read.
     idx = np.array([0, 5, 0, 0], np.int32)
     assert _rans.decode(states, idx, 1, 1, coarse, bin_table, zero, zero + 7, b"", out, esc)[0] == 3
+
+
+def test_every_backend_refuses_the_same_bad_inputs(monkeypatch):
+    """int32 inputs reach the compiled one-pass preparation as they are: its checks give the same errors."""
+    cdf = [[0, 30000, 30000, 65535, 65536]]  # value 1 has zero probability
+    i32 = lambda v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+    cases = [
+        ((i32([0, 2, 1]), i32([0, 0, 0])), "zero probability"),
+        ((i32([0, 2, 0]), i32([0, 1, 0])), "indexes"),
+        ((i32([0, 2, 0]), i32([0, -1, 0])), "indexes"),
+        ((torch.tensor([0, 2**31]), i32([0, 0])), "int32"),
+    ]
+    for (sym, idx), message in cases:
+        for backend in ("c", "numpy", "torch"):
+            monkeypatch.setattr(rans, "CPU_BACKEND", backend)
+            with pytest.raises(ValueError, match=message):
+                rans.encode_with_indexes(sym, idx, cdf, [5], [0])

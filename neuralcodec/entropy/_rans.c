@@ -80,6 +80,77 @@ done:
     return result;
 }
 
+/* prepare(sym i32[n], idx i32[n], num_tables, columns, base, by_symbol, offsets_minus_one i64[num_tables],
+ *         start_flags u32[num_tables * columns], freq u32[...], cost16 u16[...],
+ *         start_out u32[n], freq_out u32[n], escapes_out i64[n]) -> (status, bits16, number of escapes, position).
+ * The encoder's per-symbol operands from the per-(table, column) arrays of rans._NumpyEncoderTables, in one
+ * pass: column = symbol - base (by_symbol) or symbol - offsets_minus_one[table] (the value + 1), clamped to
+ * [0, columns); start (flags removed), frequency, the ideal size in 1/16 bit, and the positions of escaped
+ * symbols. status 0: done; 1: the symbol at `position` has zero probability; 2: its table index is out of range. */
+#define FLAG_SHIFT 20
+static PyObject *rans_prepare(PyObject *self, PyObject *args) {
+    Py_buffer sym_b, idx_b, omo_b, sf_b, fq_b, cost_b, so_b, fo_b, esc_b;
+    Py_ssize_t num_tables, columns;
+    long long base;
+    int by_symbol;
+    if (!PyArg_ParseTuple(args, "y*y*nnLpy*y*y*y*w*w*w*", &sym_b, &idx_b, &num_tables, &columns, &base, &by_symbol,
+                          &omo_b, &sf_b, &fq_b, &cost_b, &so_b, &fo_b, &esc_b))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = sym_b.len / 4;
+    if (sym_b.len % 4 || idx_b.len != sym_b.len || num_tables < 1 || columns < 1) {
+        PyErr_SetString(PyExc_ValueError, "_rans.prepare: inconsistent sizes");
+        goto done;
+    }
+    if (check_size(&omo_b, num_tables, 8, "offsets_minus_one") || check_size(&sf_b, num_tables * columns, 4, "start") ||
+        check_size(&fq_b, num_tables * columns, 4, "freq") || check_size(&cost_b, num_tables * columns, 2, "cost16") ||
+        check_size(&so_b, n, 4, "start_out") || check_size(&fo_b, n, 4, "freq_out") ||
+        check_size(&esc_b, n, 8, "escapes_out"))
+        goto done;
+    {
+        const int32_t *sym = (const int32_t *)sym_b.buf;
+        const int32_t *idx = (const int32_t *)idx_b.buf;
+        const int64_t *omo = (const int64_t *)omo_b.buf;
+        const uint32_t *start_flags = (const uint32_t *)sf_b.buf;
+        const uint32_t *freq = (const uint32_t *)fq_b.buf;
+        const uint16_t *cost16 = (const uint16_t *)cost_b.buf;
+        uint32_t *start_out = (uint32_t *)so_b.buf, *freq_out = (uint32_t *)fo_b.buf;
+        int64_t *escapes = (int64_t *)esc_b.buf;
+        int status = 0;
+        Py_ssize_t num_escapes = 0, position = -1;
+        long long bits16 = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t t = idx[i];
+            if (t < 0 || t >= num_tables) { status = 2; position = i; break; }
+            int64_t col = (int64_t)sym[i] - (by_symbol ? (int64_t)base : omo[t]);
+            col = col < 0 ? 0 : (col >= columns ? columns - 1 : col);
+            Py_ssize_t flat = (Py_ssize_t)(t * columns + col);
+            uint32_t sf = start_flags[flat];
+            if (sf >> FLAG_SHIFT) {
+                if (sf & (2u << FLAG_SHIFT)) { status = 1; position = i; break; }
+                escapes[num_escapes++] = i;
+            }
+            start_out[i] = sf & ((1u << FLAG_SHIFT) - 1);
+            freq_out[i] = freq[flat];
+            bits16 += cost16[flat];
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_BuildValue("iLnn", status, bits16, num_escapes, position);
+    }
+done:
+    PyBuffer_Release(&sym_b);
+    PyBuffer_Release(&idx_b);
+    PyBuffer_Release(&omo_b);
+    PyBuffer_Release(&sf_b);
+    PyBuffer_Release(&fq_b);
+    PyBuffer_Release(&cost_b);
+    PyBuffer_Release(&so_b);
+    PyBuffer_Release(&fo_b);
+    PyBuffer_Release(&esc_b);
+    return result;
+}
+
 /* decode(states i64[lanes], idx i32[n], num_tables, bins_per_table, coarse u16[num_tables << COARSE_BITS],
  *        bin_table u32[2 * num_bins] (start, freq of every flat bin), offsets i64[num_tables],
  *        max_values i64[num_tables], words (little-endian u16 bytes), symbols_out i32[n],
@@ -186,6 +257,9 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"prepare", rans_prepare, METH_VARARGS,
+     "prepare(sym, idx, num_tables, columns, base, by_symbol, offsets_minus_one, start_flags, freq, cost16, "
+     "start_out, freq_out, escapes_out) -> (status, bits16, number of escapes, position)"},
     {"encode", rans_encode, METH_VARARGS, "encode(start, freq, lanes, states_out, words_out) -> number of words"},
     {"decode", rans_decode, METH_VARARGS,
      "decode(states, idx, num_tables, bins_per_table, coarse, bin_table, offsets, max_values, words, symbols_out, "

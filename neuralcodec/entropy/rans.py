@@ -881,15 +881,12 @@ def _encode_lanes_numpy(start: np.ndarray, freq: np.ndarray, steps: int, lanes: 
     return states[0].astype(np.int64), states[1:].view(np.int32), emitted
 
 
-def _prepare_symbols_numpy(
-    sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool, loop_operands: bool = True
-):
+def _prepare_symbols_numpy(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables, check_int32: bool):
     """CPU twin of :func:`_prepare_symbols` in the encoder loop's uint32 form.
 
     Returns ``(start, freq, x_max_minus_one, comp_freq, bits16, raw_escapes)``: one ``take``
     per operand from the cached per-(table, column) arrays, no int64 per-symbol arrays besides
-    the flat table index. Without ``loop_operands`` (the compiled loop derives them itself),
-    ``x_max_minus_one`` and ``comp_freq`` are None.
+    the flat table index.
     """
     lo_i, hi_i = int(idx.min()), int(idx.max())
     num_tables = enc.offsets.size - 1
@@ -927,12 +924,46 @@ def _prepare_symbols_numpy(
         raw = np.where(v < 0, -2 * v - 1, 2 * (v - m))
         start &= (1 << _FLAG_SHIFT) - 1
     freq = enc.freq.take(flat, out=_SCRATCH.get("freq", n, np.uint32), mode="clip")
-    x_max_minus_one = comp_freq = None
-    if loop_operands:
-        x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32), mode="clip")
-        comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32), mode="clip")
+    x_max_minus_one = enc.x_max_minus_one.take(flat, out=_SCRATCH.get("x_max", n, np.uint32), mode="clip")
+    comp_freq = enc.comp_freq.take(flat, out=_SCRATCH.get("comp_freq", n, np.uint32), mode="clip")
     bits16 = int(enc.cost16.take(flat, out=_SCRATCH.get("cost16", n, np.uint16), mode="clip").sum(dtype=np.int64))
     return start, freq, x_max_minus_one, comp_freq, bits16, raw
+
+
+def _prepare_symbols_compiled(sym: np.ndarray, idx: np.ndarray, enc: _NumpyEncoderTables):
+    """:func:`_prepare_symbols_numpy` in one compiled pass: ``(start, freq, bits16, raw_escapes)``."""
+    num_tables = enc.offsets.size - 1
+    if sym.dtype != np.int32:
+        if sym.size and (int(sym.min()) < INT32_MIN or int(sym.max()) > INT32_MAX):
+            raise ValueError("symbols must fit in int32")
+        sym = sym.astype(np.int32)
+    if idx.dtype != np.int32:
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_tables):
+            raise ValueError(f"indexes must be in [0, {num_tables}), got range [{int(idx.min())}, {int(idx.max())}]")
+        idx = idx.astype(np.int32)
+    sym, idx = np.ascontiguousarray(sym), np.ascontiguousarray(idx)
+    n = sym.size
+    start = _SCRATCH.get("start", n, np.uint32)
+    freq = _SCRATCH.get("freq", n, np.uint32)
+    esc_pos = _SCRATCH.get("escapes", n, np.int64)
+    status, bits16, num_esc, bad = _compiled.prepare(
+        sym, idx, num_tables, enc.columns, enc.base, enc.by_symbol, enc.offsets_minus_one,
+        enc.start_flags, enc.freq, enc.cost16, start, freq, esc_pos,
+    )
+    if status == 2:
+        raise ValueError(f"indexes must be in [0, {num_tables}), got range [{int(idx.min())}, {int(idx.max())}]")
+    if status == 1:
+        raise ValueError(
+            f"symbol {int(sym[bad])} at flat position {bad} (table {int(idx[bad])}) has zero probability in its table"
+        )
+    raw = np.zeros(0, dtype=np.int64)
+    if num_esc:
+        pos = esc_pos[:num_esc]
+        esc_idx = idx.take(pos)
+        v = sym.take(pos).astype(np.int64) - enc.offsets.take(esc_idx)
+        m = enc.max_values.take(esc_idx)
+        raw = np.where(v < 0, -2 * v - 1, 2 * (v - m))
+    return start, freq, bits16, raw
 
 
 def _encode_flat_numpy(
@@ -1024,18 +1055,20 @@ def _encode_single_cpu(symbols, indexes, tables: CdfTables) -> bytes:
     if sym.numel() == 0:
         return bytes([FORMAT_TAG]) + _varint(0) + _varint(0)
     enc = tables.numpy_encoder()
-    compiled = cpu_backend() == "c"
-    start, freq, xm1, comp_freq, bits16, raw = _prepare_symbols_numpy(
-        sym.numpy(), idx.numpy(), enc, _needs_int32_check(symbols), loop_operands=not compiled
-    )
-    lanes = lanes_for(freq.size, bits16)
-    escapes = _pack_escapes(torch.from_numpy(raw))
-    if compiled:
+    if cpu_backend() == "c":
+        start, freq, bits16, raw = _prepare_symbols_compiled(sym.numpy(), idx.numpy(), enc)
+        lanes = lanes_for(freq.size, bits16)
+        escapes = _pack_escapes(torch.from_numpy(raw))
         x = np.empty(lanes, dtype=np.uint32)
         out = _SCRATCH.get("words16", freq.size, np.uint16)
         count = _compiled.encode(start, freq, lanes, x, out)
         head = bytes([FORMAT_TAG]) + _varint(lanes) + _varint(len(escapes))
         return head + _pack_states(x) + out[out.size - count :].astype("<u2", copy=False).tobytes() + escapes
+    start, freq, xm1, comp_freq, bits16, raw = _prepare_symbols_numpy(
+        sym.numpy(), idx.numpy(), enc, _needs_int32_check(symbols)
+    )
+    lanes = lanes_for(freq.size, bits16)
+    escapes = _pack_escapes(torch.from_numpy(raw))
     x, words = _encode_flat_numpy(start, freq, xm1, comp_freq, lanes)
     head = bytes([FORMAT_TAG]) + _varint(lanes) + _varint(len(escapes))
     return head + _pack_states(x) + words.astype("<u2").tobytes() + escapes

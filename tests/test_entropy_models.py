@@ -341,7 +341,11 @@ def test_categorical_round_trip_and_size():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @needs_coder
-def test_models_code_the_same_bytes_on_cuda():
+@pytest.mark.parametrize("cuda_loops", ["torch", "cpu"])
+def test_models_code_the_same_bytes_on_cuda(monkeypatch, cuda_loops):
+    from neuralcodec.entropy import rans
+
+    monkeypatch.setattr(rans, "CUDA_LOOPS", cuda_loops)
     eb = _trained_like_bottleneck()
     eb.update()
     y = torch.randn(2, 4, 32, 32) * 3

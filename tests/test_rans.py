@@ -215,9 +215,21 @@ def test_bytes_do_not_depend_on_threads():
     assert one == two
 
 
+def test_gpu_tensors_are_coded_by_the_loops_cuda_loops_names(monkeypatch):
+    # "cpu": tensors on another device go through the CPU loops (when compiled); "torch": stay there.
+    other = torch.device("meta")
+    monkeypatch.setattr(rans, "CUDA_LOOPS", "cpu")
+    assert rans._coding_device(other) == (torch.device("cpu") if rans.COMPILED_AVAILABLE else other)
+    monkeypatch.setattr(rans, "CUDA_LOOPS", "torch")
+    assert rans._coding_device(other) == other
+    assert rans._coding_device(torch.device("cpu")) == torch.device("cpu")
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bytes_equal_cpu_bytes():
+@pytest.mark.parametrize("cuda_loops", ["torch", "cpu"])
+def test_cuda_bytes_equal_cpu_bytes(monkeypatch, cuda_loops):
+    monkeypatch.setattr(rans, "CUDA_LOOPS", cuda_loops)
     sym, idx, gc = _gaussian_data(200_000, seed=4)
     cpu = rans.encode_with_indexes(sym, idx, gc._quantized_cdf, gc._cdf_length, gc._offset)
     gpu = rans.encode_with_indexes(sym.cuda(), idx.cuda(), gc._quantized_cdf.cuda(), gc._cdf_length, gc._offset)

@@ -687,3 +687,20 @@ def test_every_backend_refuses_the_same_bad_inputs(monkeypatch):
             monkeypatch.setattr(rans, "CPU_BACKEND", backend)
             with pytest.raises(ValueError, match=message):
                 rans.encode_with_indexes(sym, idx, cdf, [5], [0])
+
+
+def test_few_lane_state_unpacking_matches_the_vectorized_one(monkeypatch):
+    # Small streams unpack their lane states with Python integers; same states, same refusals.
+    rng = np.random.default_rng(5)
+    for lanes in (1, 2, 3, 8, 31, 32):
+        nbits = rng.integers(16, 32, lanes)
+        states = (np.int64(1) << nbits) + rng.integers(0, np.int64(1) << nbits)
+        blob = b"\x00" + rans._pack_states(states) + b"tail"
+        fast = rans._unpack_states(blob, 1, lanes)
+        monkeypatch.setattr(rans, "_FEW_LANES", 0)
+        slow = rans._unpack_states(blob, 1, lanes)
+        monkeypatch.undo()
+        assert np.array_equal(fast[0], states) and np.array_equal(slow[0], states) and fast[1] == slow[1]
+        for cut in (1, len(blob) - 5):
+            with pytest.raises(BitstreamError):
+                rans._unpack_states(blob[:cut], 1, lanes)

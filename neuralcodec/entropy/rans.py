@@ -661,6 +661,8 @@ def _unpack_states(blob: bytes, pos: int, lanes: int) -> tuple[np.ndarray, int]:
     head_len = (lanes + 1) // 2
     if pos + head_len > len(blob):
         raise BitstreamError("rANS blob truncated inside its lane states")
+    if lanes <= _FEW_LANES:
+        return _unpack_few_states(blob, pos, lanes)
     head = np.frombuffer(blob, dtype=np.uint8, count=head_len, offset=pos)
     codes = np.empty(2 * head_len, dtype=np.int64)
     codes[0::2] = head >> 4
@@ -681,6 +683,36 @@ def _unpack_states(blob: bytes, pos: int, lanes: int) -> tuple[np.ndarray, int]:
     within = np.arange(total) - first[owner]
     weighted = bits[:total].astype(np.int64) << (nbits[owner] - 1 - within)
     states = (np.int64(1) << nbits) + np.add.reduceat(weighted, first)
+    return states, pos + body_len
+
+
+_FEW_LANES = 32  # up to this many lanes, Python integers unpack the states faster than NumPy calls
+
+
+def _unpack_few_states(blob: bytes, pos: int, lanes: int) -> tuple[np.ndarray, int]:
+    """:func:`_unpack_states` for a few lanes (same layout, same checks), on Python integers."""
+    head_len = (lanes + 1) // 2
+    codes = []
+    for byte in blob[pos : pos + head_len]:
+        codes += (byte >> 4, byte & 15)
+    if lanes % 2 and codes[-1]:
+        raise BitstreamError("rANS blob has malformed lane states")
+    nbits = [c + 16 for c in codes[:lanes]]
+    total = sum(nbits)
+    pos += head_len
+    body_len = (total + 7) // 8
+    if pos + body_len > len(blob):
+        raise BitstreamError("rANS blob truncated inside its lane states")
+    body = int.from_bytes(blob[pos : pos + body_len], "big")
+    pad = 8 * body_len - total
+    if body & ((1 << pad) - 1):
+        raise BitstreamError("rANS blob has malformed lane states")
+    body >>= pad
+    states = np.empty(len(nbits), dtype=np.int64)
+    for i in range(len(nbits) - 1, -1, -1):  # the last lane holds the lowest bits
+        n = nbits[i]
+        states[i] = (1 << n) | (body & ((1 << n) - 1))
+        body >>= n
     return states, pos + body_len
 
 
@@ -1461,10 +1493,11 @@ def _decode_batch_compiled(parsed, idx_flat, counts, shapes, tables: CdfTables, 
                 raise BitstreamError(where + "rANS blob is corrupted or does not match these indexes/tables")
         else:
             num_esc = 0
-        try:
-            raw = _unpack_escapes(p.escapes, num_esc).numpy()
-        except BitstreamError as exc:
-            raise BitstreamError(where + str(exc)) from None
+        if num_esc or p.escapes:  # (no escapes, no escape data: the common case, nothing to unpack)
+            try:
+                raw = _unpack_escapes(p.escapes, num_esc).numpy()
+            except BitstreamError as exc:
+                raise BitstreamError(where + str(exc)) from None
         if num_esc:
             esc_pos = esc_pos[:num_esc]
             esc_idx = idx32.take(esc_pos)
@@ -1504,16 +1537,17 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
     for i, (blob, indexes) in enumerate(zip(blobs, indexes_list)):
         idx = _indexes_tensor(indexes, device)
         shapes.append(tuple(indexes.shape) if isinstance(indexes, Tensor) else tuple(np.shape(indexes)))
-        if idx.numel():
-            lo, hi = torch.aminmax(idx)
-            if int(lo) < 0 or int(hi) >= tables.num_tables:
-                raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{int(lo)}, {int(hi)}]")
         try:
             parsed.append(_parse(blob, idx.numel()))
         except BitstreamError as exc:
             raise BitstreamError(f"item {i}: {exc}" if len(blobs) > 1 else str(exc)) from None
         idx_flat.append(idx)
         counts.append(idx.numel())
+    nonempty = [t for t in idx_flat if t.numel()]
+    if nonempty:  # one range check for the whole batch (per item it dominated batches of tiny items)
+        lo, hi = (int(v) for v in torch.aminmax(torch.cat(nonempty) if len(nonempty) > 1 else nonempty[0]))
+        if lo < 0 or hi >= tables.num_tables:
+            raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{lo}, {hi}]")
     if device.type == "cpu" and cpu_backend() == "c":
         return _decode_batch_compiled(parsed, idx_flat, counts, shapes, tables, len(blobs))
     lanes = [p.lanes for p in parsed]

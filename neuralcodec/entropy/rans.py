@@ -1550,7 +1550,6 @@ def decode_batch(blobs: Sequence[bytes], indexes_list, cdfs: TableArg, cdf_lengt
             raise ValueError(f"indexes must be in [0, {tables.num_tables}), got range [{lo}, {hi}]")
     if device.type == "cpu" and cpu_backend() == "c":
         return _decode_batch_compiled(parsed, idx_flat, counts, shapes, tables, len(blobs))
-    lanes = [p.lanes for p in parsed]
     all_idx = (torch.cat(idx_flat) if idx_flat else torch.zeros(0, dtype=torch.int64, device=device)).to(torch.int64)
     bins = _decode_items_grid(parsed, counts, all_idx, tables, device, len(blobs))
     out = tables.symbol_of_bin.index_select(0, bins)

@@ -201,6 +201,9 @@ class CdfTables:
     _compiled_decoder: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _numpy_encoder: "_NumpyEncoderTables | None" = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Copies on other devices, kept: a model whose tables live on a GPU is coded by the CPU loops
+    # (CUDA_LOOPS), and rebuilding the CPU tables and their caches on every call would dominate.
+    _copies: dict = field(default_factory=dict, repr=False)
 
     def numpy_encoder(self) -> "_NumpyEncoderTables":
         """Per-(table, symbol) uint32 arrays for the CPU encoder (:class:`_NumpyEncoderTables`). Built once, cached."""
@@ -258,6 +261,12 @@ class CdfTables:
         device = torch.device(device)
         if device == self.device:
             return self
+        copy = self._copies.get(device)
+        if copy is None:
+            copy = self._copies[device] = self._copy_to(device)
+        return copy
+
+    def _copy_to(self, device: torch.device) -> "CdfTables":
         return CdfTables(
             self.num_tables,
             self.bins_per_table,

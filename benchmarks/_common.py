@@ -63,3 +63,33 @@ def train_and_test(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: 
     with torch.no_grad():
         pred = torch.cat([model(xte[i : i + eval_batch]).argmax(1) for i in range(0, len(xte), eval_batch)])
     return float((pred == yte).float().mean()), throughput
+
+
+def time_files(dataset: torch.utils.data.Dataset, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Read a map-style ``(x, label)`` dataset of media files in order (one process, as the
+    latent loader runs): ``(xs, labels, items/s, seconds to the first batch)``."""
+    t0 = time.perf_counter()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0)
+    xs, ys, first = [], [], None
+    for x, y in loader:
+        if first is None:
+            first = time.perf_counter() - t0
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys), len(dataset) / (time.perf_counter() - t0), first or 0.0
+
+
+def time_latents(path: Any, codec: Any, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Read packed shards with :class:`neuralcodec.datasets.LatentDataset`: ``(latents, labels,
+    items/s, seconds to the first batch)``, latents on the CPU."""
+    from neuralcodec.datasets import LatentDataset
+
+    t0 = time.perf_counter()
+    ds = LatentDataset(path, model=codec, batch_size=batch, device=device)
+    xs, ys, first = [], [], None
+    for b in ds:
+        if first is None:
+            first = time.perf_counter() - t0
+        xs.append(b["latent"].cpu())
+        ys.append(b["label"])
+    return torch.cat(xs), torch.cat(ys), ds.num_items / (time.perf_counter() - t0), first or 0.0

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import load_codec_or_skip, train_and_test  # benchmarks/_common.py
+from _common import load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -102,32 +102,6 @@ class PillowImages(torch.utils.data.Dataset):
         with Image.open(self.paths[i]) as im:
             a = np.array(im.convert("L"), dtype=np.uint8)
         return torch.from_numpy(a).float().div(255).unsqueeze(0), int(self.labels[i])
-
-
-def time_pixels(paths: list[Path], labels: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    t0 = time.perf_counter()
-    loader = torch.utils.data.DataLoader(PillowImages(paths, labels), batch_size=batch, shuffle=False, num_workers=0)
-    xs, ys, first = [], [], None
-    for x, y in loader:
-        if first is None:
-            first = time.perf_counter() - t0
-        xs.append(x)
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys), len(paths) / (time.perf_counter() - t0), first or 0.0
-
-
-def time_latents(path: Path, codec, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    from neuralcodec.datasets import LatentDataset
-
-    t0 = time.perf_counter()
-    ds = LatentDataset(path, model=codec, batch_size=batch, device=device)
-    xs, ys, first = [], [], None
-    for b in ds:
-        if first is None:
-            first = time.perf_counter() - t0
-        xs.append(b["latent"])
-        ys.append(b["label"])
-    return torch.cat(xs), torch.cat(ys), ds.num_items / (time.perf_counter() - t0), first or 0.0
 
 
 def time_latents_per_item(path: Path, codec, limit: int) -> float:
@@ -223,10 +197,10 @@ def main() -> int:
         # -- loader throughput --------------------------------------------------------------
         lat_tr, lab_tr, lat_rate, lat_first = time_latents(work / "shards" / "train", codec, args.loader_batch, args.device)
         per_item_rate = time_latents_per_item(work / "shards" / "train", codec, 300)
-        pix_tr, pix_lab_tr, png_rate, png_first = time_pixels(png_tr, ytr, args.loader_batch)
-        _, _, jpg_rate, jpg_first = time_pixels(jpg_tr, ytr, args.loader_batch)
+        pix_tr, pix_lab_tr, png_rate, png_first = time_files(PillowImages(png_tr, ytr), args.loader_batch)
+        _, _, jpg_rate, jpg_first = time_files(PillowImages(jpg_tr, ytr), args.loader_batch)
         lat_te, lab_te, _, _ = time_latents(work / "shards" / "test", codec, args.loader_batch, args.device)
-        pix_te, pix_lab_te, _, _ = time_pixels(png_te, yte, args.loader_batch)
+        pix_te, pix_lab_te, _, _ = time_files(PillowImages(png_te, yte), args.loader_batch)
         assert torch.equal(lab_tr, torch.from_numpy(ytr)) and torch.equal(pix_lab_tr, torch.from_numpy(ytr))
         print(f"loader: latents from shards {lat_rate:.0f}/s (batched decode, first batch {lat_first:.2f} s); "
               f"codec.latents per item {per_item_rate:.0f}/s")

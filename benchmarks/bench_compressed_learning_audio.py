@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import load_codec_or_skip, train_and_test  # benchmarks/_common.py
+from _common import load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
 
 
 def folder_bytes(folder: Path, suffix: str | None = None) -> int:
@@ -88,32 +88,6 @@ class SoundFiles(torch.utils.data.Dataset):
 
         a, _ = sf.read(str(self.paths[i]), dtype="float32", always_2d=True)
         return torch.from_numpy(np.ascontiguousarray(a.T[:1])), int(self.labels[i])
-
-
-def time_files(paths: list[Path], labels: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    t0 = time.perf_counter()
-    loader = torch.utils.data.DataLoader(SoundFiles(paths, labels), batch_size=batch, shuffle=False, num_workers=0)
-    xs, ys, first = [], [], None
-    for x, y in loader:
-        if first is None:
-            first = time.perf_counter() - t0
-        xs.append(x)
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys), len(paths) / (time.perf_counter() - t0), first or 0.0
-
-
-def time_latents(path: Path, codec, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    from neuralcodec.datasets import LatentDataset
-
-    t0 = time.perf_counter()
-    ds = LatentDataset(path, model=codec, batch_size=batch, device=device)
-    xs, ys, first = [], [], None
-    for b in ds:
-        if first is None:
-            first = time.perf_counter() - t0
-        xs.append(b["latent"].cpu())
-        ys.append(b["label"])
-    return torch.cat(xs), torch.cat(ys), ds.num_items / (time.perf_counter() - t0), first or 0.0
 
 
 class Classifier(nn.Module):
@@ -244,10 +218,10 @@ def main() -> int:
 
         # -- loader throughput ----------------------------------------------------------------
         lat_tr, lab_tr, lat_rate, lat_first = time_latents(work / "shards" / "train", codec, args.loader_batch, args.device)
-        wave_tr, wave_lab_tr, wav_rate, wav_first = time_files(wav_tr, ytr, args.loader_batch)
-        _, _, flac_rate, flac_first = time_files(flac_tr, ytr, args.loader_batch)
+        wave_tr, wave_lab_tr, wav_rate, wav_first = time_files(SoundFiles(wav_tr, ytr), args.loader_batch)
+        _, _, flac_rate, flac_first = time_files(SoundFiles(flac_tr, ytr), args.loader_batch)
         lat_te, lab_te, _, _ = time_latents(work / "shards" / "test", codec, args.loader_batch, args.device)
-        wave_te, wave_lab_te, _, _ = time_files(wav_te, yte, args.loader_batch)
+        wave_te, wave_lab_te, _, _ = time_files(SoundFiles(wav_te, yte), args.loader_batch)
         # The shards hold the files in pack order, which media_files() reproduces.
         assert torch.equal(lab_tr, torch.from_numpy(ytr)) and torch.equal(wave_lab_tr, lab_tr)
         assert torch.equal(lab_te, torch.from_numpy(yte)) and torch.equal(wave_lab_te, lab_te)

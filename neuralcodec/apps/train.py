@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS", "RunCheckpoint", "training_device",
-           "device_label"]
+__all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS", "RunCheckpoint", "RunLog",
+           "training_device", "device_label"]
 
 # Preset name -> (registry architecture, constructor config, default exported model name).
 ARCHITECTURE_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -202,6 +202,55 @@ class RunCheckpoint:
         return info
 
 
+class RunLog:
+    """The CSV log (``log.csv``) and the progress bar of a training run, opened and closed together.
+
+    A fresh run writes the header; a resumed one appends. :meth:`row` writes (and flushes) a line
+    and shows ``postfix`` on the bar; :meth:`tick` advances the bar.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "log.csv"
+    >>> with RunLog(path, ["step", "loss"], fresh=True, total=2, progress=False) as log:
+    ...     log.row([1, "0.50"], loss="0.50"); log.tick()
+    >>> path.read_text().splitlines()
+    ['step,loss', '1,0.50']
+    """
+
+    def __init__(self, path: str | os.PathLike, header: list[str], fresh: bool, total: int, initial: int = 0,
+                 desc: str = "train", progress: bool = True) -> None:
+        if fresh:
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(header)
+        self._file = open(path, "a", newline="")
+        self._csv = csv.writer(self._file)
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+
+    def row(self, values: list[Any], **postfix: str) -> None:
+        self._csv.writerow(values)
+        self._file.flush()
+        if self.bar is not None and postfix:
+            self.bar.set_postfix(**postfix)
+
+    def tick(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 if step >= cfg.decay_at * cfg.steps else 1.0)
 
@@ -247,7 +296,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
 
     step, elapsed = 0, 0.0
     ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
-    if resume and ckpt.exists():
+    fresh = not (resume and ckpt.exists())
+    if not fresh:
         info = ckpt.restore(rng)
         step, elapsed = info["step"], info["elapsed_s"]
     elif cfg.init_from:
@@ -268,28 +318,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
             print("initialised all but the entropy model (it differs); the entropy model starts fresh",
                   file=sys.stderr)
         print(f"initialised from {cfg.init_from}", file=sys.stderr)
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
     else:
         if hasattr(model, "init_from_data") and cfg.pca_crops > 0:
             variances = model.init_from_data(data.sample(cfg.pca_crops, rng).to(device))
             kept = float(variances[: model.latent_channels].sum() / variances.sum())
             print(f"PCA init: {kept:.4f} of the wavelet-domain energy kept", file=sys.stderr)
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
         ckpt.save(step, elapsed, rng, config=asdict(cfg))
 
     model.train()
     recent: list[tuple[float, float, float]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    log_f = open(log_path, "a", newline="")
-    log = csv.writer(log_f)
+    log = RunLog(log_path, ["step", "loss", "mse", "psnr", "bpp", "lr", "elapsed_s"], fresh, cfg.steps, step,
+                 "train", progress)
     try:
         while step < cfg.steps:
             t0 = time.time()
@@ -314,18 +355,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, command
                 m = float(np.mean([r[1] for r in recent[-cfg.log_every:]]))
                 b = float(np.mean([r[2] for r in recent[-cfg.log_every:]]))
                 l_ = float(np.mean([r[0] for r in recent[-cfg.log_every:]]))
-                log.writerow([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}", lr, f"{elapsed:.1f}"])
-                log_f.flush()
-                if bar is not None:
-                    bar.set_postfix(psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")
-            if bar is not None:
-                bar.update(1)
+                log.row([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}", lr, f"{elapsed:.1f}"],
+                        psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")
+            log.tick()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint()
     finally:
-        log_f.close()
-        if bar is not None:
-            bar.close()
+        log.close()
 
     entropy_info = None
     if cfg.entropy_steps > 0 and hasattr(model, "entropy"):

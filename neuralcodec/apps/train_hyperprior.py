@@ -19,7 +19,6 @@ wall time, and, with ``--eval-data``, the rate and PSNR measured on real ``.ncf`
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import os
@@ -146,7 +145,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     from ..codecs.hyperprior import HyperpriorCodec
     from ..codecs.registry import save
     from ..datasets.images import ImageCropDataset
-    from .train import RunCheckpoint, _timed_lr_at, device_label, training_device
+    from .train import RunCheckpoint, RunLog, _timed_lr_at, device_label, training_device
 
     name = cfg.name or f"hyperprior-{cfg.variant}"
     out = Path(cfg.out)
@@ -172,26 +171,19 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     model.to(device)
 
     step, elapsed = 0, 0.0
-    if resume and ckpt.exists():
+    fresh = not (resume and ckpt.exists())
+    if not fresh:
         info = ckpt.restore(rng)
         step, elapsed = info["step"], info["elapsed_s"]
-    else:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "mse", "psnr", "bpp", "aux", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
         ckpt.save(step, elapsed, rng, config=asdict(cfg))
 
     model.train()
     recent: list[tuple[float, float, float]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc=name, dynamic_ncols=True)
     stopped_early = False
-    with open(log_path, "a", newline="") as log_f:
-        log = csv.writer(log_f)
+    with RunLog(log_path, ["step", "loss", "mse", "psnr", "bpp", "aux", "lr", "elapsed_s"], fresh, cfg.steps, step,
+                name, progress) as log:
         while step < cfg.steps:
             if cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes:
                 stopped_early = True
@@ -223,17 +215,12 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
                 m = float(np.mean([r[1] for r in window]))
                 b = float(np.mean([r[2] for r in window]))
                 l_ = float(np.mean([r[0] for r in window]))
-                log.writerow([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}",
-                              f"{float(aux.detach()):.2f}", lr, f"{elapsed:.1f}"])
-                log_f.flush()
-                if bar is not None:
-                    bar.set_postfix(psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")
-            if bar is not None:
-                bar.update(1)
+                log.row([step, f"{l_:.5f}", f"{m:.7f}", f"{-10 * math.log10(m):.3f}", f"{b:.4f}",
+                         f"{float(aux.detach()):.2f}", lr, f"{elapsed:.1f}"],
+                        psnr=f"{-10 * math.log10(m):.2f}", bpp=f"{b:.3f}")
+            log.tick()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint()
-    if bar is not None:
-        bar.close()
     checkpoint()
 
     model.cpu().eval()

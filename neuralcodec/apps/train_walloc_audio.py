@@ -17,7 +17,6 @@ model + model card.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shlex
@@ -75,7 +74,7 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
 
     from ..codecs.registry import build, save
     from ..datasets.audio import AudioCropDataset
-    from .train import RunCheckpoint, _timed_lr_at, device_label, fit_entropy_model, training_device
+    from .train import RunCheckpoint, RunLog, _timed_lr_at, device_label, fit_entropy_model, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +101,8 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
     step, elapsed = 0, 0.0
     pca_kept = None
     ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
-    if resume and ckpt.exists():
+    fresh = not (resume and ckpt.exists())
+    if not fresh:
         info = ckpt.restore(rng)
         step, elapsed, pca_kept = info["step"], info["elapsed_s"], info.get("pca_kept")
     else:
@@ -110,8 +110,6 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
         pca_kept = float(variances[: model.latent_channels].sum() / variances.sum())
         print(f"PCA init: {pca_kept:.4f} of the wavelet-domain energy kept "
               f"(linear SNR bound {-10 * math.log10(1 - pca_kept):.1f} dB)", file=sys.stderr)
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "mse_rel", "snr_db", "bits_per_frame", "kbps", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
         ckpt.save(step, elapsed, rng, config=asdict(cfg), pca_kept=pca_kept)
@@ -119,13 +117,8 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
     kbps_per_bit = model.sample_rate / 1000.0
     model.train()
     recent: list[tuple[float, float, float]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    log_f = open(log_path, "a", newline="")
-    log = csv.writer(log_f)
+    log = RunLog(log_path, ["step", "loss", "mse_rel", "snr_db", "bits_per_frame", "kbps", "lr", "elapsed_s"], fresh,
+                 cfg.steps, step, "train", progress)
     try:
         while step < cfg.steps and not (cfg.max_minutes and elapsed >= 60 * cfg.max_minutes):
             t0 = time.time()
@@ -150,19 +143,14 @@ def train_walloc_audio(cfg: AudioTrainConfig, resume: bool = False, progress: bo
                 window = recent[-cfg.log_every:]
                 m = float(np.mean([r[1] for r in window]))
                 b = float(np.mean([r[2] for r in window]))
-                log.writerow([step, f"{np.mean([r[0] for r in window]):.5f}", f"{m:.6f}", f"{-10 * math.log10(m):.3f}",
-                              f"{b:.4f}", f"{b * kbps_per_bit:.2f}", lr, f"{elapsed:.1f}"])
-                log_f.flush()
-                if bar is not None:
-                    bar.set_postfix(snr=f"{-10 * math.log10(m):.2f}", kbps=f"{b * kbps_per_bit:.1f}")
-            if bar is not None:
-                bar.update(1)
+                log.row([step, f"{np.mean([r[0] for r in window]):.5f}", f"{m:.6f}", f"{-10 * math.log10(m):.3f}",
+                         f"{b:.4f}", f"{b * kbps_per_bit:.2f}", lr, f"{elapsed:.1f}"],
+                        snr=f"{-10 * math.log10(m):.2f}", kbps=f"{b * kbps_per_bit:.1f}")
+            log.tick()
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
     finally:
-        log_f.close()
-        if bar is not None:
-            bar.close()
+        log.close()
     checkpoint()
 
     entropy_info = None

@@ -28,7 +28,6 @@ cheaply, on latents computed once:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import sys

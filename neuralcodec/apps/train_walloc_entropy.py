@@ -24,7 +24,6 @@ results), loadable with :func:`neuralcodec.load`.
 
 from __future__ import annotations
 
-import csv
 import os
 import shlex
 import sys
@@ -145,7 +144,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
     """Run (or resume) an entropy-model run; returns the path of the exported model (no suffix)."""
     from ..codecs.registry import save
     from ..datasets.images import ImageCropDataset
-    from .train import RunCheckpoint, device_label, training_device
+    from .train import RunCheckpoint, RunLog, device_label, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,13 +184,10 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
     log_path = out / "log.csv"
     ckpt = RunCheckpoint(out, {"entropy": ent}, {"opt": ("opt.", opt), "aux": ("aux.", aux_opt)})
     step, elapsed = 0, 0.0
-    if resume and ckpt.exists():
+    fresh = not (resume and ckpt.exists())
+    if not fresh:
         info = ckpt.restore(rng)
         step, elapsed = info["step"], info["elapsed_s"]
-    else:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "bits_per_latent", "z_bits_per_latent", "eval_bits_per_latent", "lr",
-                                    "elapsed_s"])
 
     def checkpoint() -> None:
         ckpt.save(step, elapsed, rng, config=asdict(cfg))
@@ -207,15 +203,10 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
         return out_
 
     ent.train()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="entropy", dynamic_ncols=True)
     recent: list[tuple[float, float]] = []
     last_eval = float("nan")
-    log_f = open(log_path, "a", newline="")
-    log = csv.writer(log_f)
+    log = RunLog(log_path, ["step", "bits_per_latent", "z_bits_per_latent", "eval_bits_per_latent", "lr", "elapsed_s"],
+                 fresh, cfg.steps, step, "entropy", progress)
     try:
         while step < cfg.steps:
             if cfg.max_minutes and elapsed >= 60 * cfg.max_minutes:
@@ -249,18 +240,13 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
             if step % cfg.log_every == 0 or step == cfg.steps:
                 b = float(np.mean([r[0] for r in recent[-cfg.log_every:]]))
                 zb = float(np.mean([r[1] for r in recent[-cfg.log_every:]]))
-                log.writerow([step, f"{b:.4f}", f"{zb:.4f}", f"{last_eval:.4f}", lr, f"{elapsed:.1f}"])
-                log_f.flush()
-                if bar is not None:
-                    bar.set_postfix(bits=f"{b:.3f}", z=f"{zb:.3f}", eval=f"{last_eval:.3f}")
-            if bar is not None:
-                bar.update(1)
+                log.row([step, f"{b:.4f}", f"{zb:.4f}", f"{last_eval:.4f}", lr, f"{elapsed:.1f}"],
+                        bits=f"{b:.3f}", z=f"{zb:.3f}", eval=f"{last_eval:.3f}")
+            log.tick()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint()
     finally:
-        log_f.close()
-        if bar is not None:
-            bar.close()
+        log.close()
     checkpoint()
     model.cpu().eval()
     model.update()

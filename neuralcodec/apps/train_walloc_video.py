@@ -26,7 +26,6 @@ the exported model (``<out>/<name>.safetensors`` + model card).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -235,7 +234,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
 
     from .. import load
     from ..codecs.registry import build
-    from .train import RunCheckpoint, _atomic_write, device_label, training_device
+    from .train import RunCheckpoint, RunLog, _atomic_write, device_label, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,27 +286,20 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
     phase_steps = {name: 0 for name, _, _ in phases}  # steps run per phase (all sessions)
     finished: set[str] = set()  # phases that used up their share of --max-minutes
     ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("", opt)})
-    if resume and ckpt.exists():
+    fresh = not (resume and ckpt.exists())
+    if not fresh:
         info = ckpt.restore(rng)
         step, elapsed = info["step"], info["elapsed_s"]
         phase_steps.update(info.get("phase_steps", {}))
         finished = set(info.get("finished", []))
-    else:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "phase", "bits_per_latent", "lr", "elapsed_s"])
 
     def checkpoint() -> None:
         ckpt.save(step, elapsed, rng, config=asdict(cfg), phase_steps=phase_steps, finished=sorted(finished))
 
     total = sum(n for _, _, n in phases)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=sum(phase_steps.values()), desc="train", dynamic_ncols=True)
     history: dict[str, list[float]] = {name: [] for name, _, _ in phases}
-    log_f = open(log_path, "a", newline="")
-    log = csv.writer(log_f)
+    log = RunLog(log_path, ["step", "phase", "bits_per_latent", "lr", "elapsed_s"], fresh, total,
+                 sum(phase_steps.values()), "train", progress)
     budget = 60 * cfg.max_minutes if cfg.max_minutes else None
     try:
         share_start = 0.0  # fraction of the budget used up by the earlier phases
@@ -338,20 +330,15 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                 elapsed += time.time() - t0
                 history[name].append(float(bits.detach()))
                 if step % cfg.log_every == 0:
-                    log.writerow([step, name, f"{np.mean(history[name][-cfg.log_every:]):.4f}", lr, f"{elapsed:.1f}"])
-                    log_f.flush()
-                    if bar is not None:
-                        bar.set_postfix(phase=name, bits=f"{np.mean(history[name][-cfg.log_every:]):.3f}")
-                if bar is not None:
-                    bar.update(1)
+                    log.row([step, name, f"{np.mean(history[name][-cfg.log_every:]):.4f}", lr, f"{elapsed:.1f}"],
+                            phase=name, bits=f"{np.mean(history[name][-cfg.log_every:]):.3f}")
+                log.tick()
                 if step % cfg.checkpoint_every == 0:
                     checkpoint()
             module.eval()
             share_start += share
     finally:
-        log_f.close()
-        if bar is not None:
-            bar.close()
+        log.close()
     checkpoint()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,3 +94,24 @@ def time_latents(path: Any, codec: Any, batch: int, device: str) -> tuple[torch.
         xs.append(b["latent"].cpu())
         ys.append(b["label"])
     return torch.cat(xs), torch.cat(ys), ds.num_items / (time.perf_counter() - t0), first or 0.0
+
+
+def folder_bytes(folder: Path, suffix: str | None = None) -> int:
+    """Total size of the files below ``folder`` (only those ending in ``suffix`` if given)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (suffix is None or p.suffix == suffix))
+
+
+class LabeledFiles(torch.utils.data.Dataset):
+    """``(x, label)`` for a list of media files; a subclass says how one file decodes (:meth:`load`)."""
+
+    def __init__(self, paths: list[Path], labels: Any) -> None:
+        self.paths, self.labels = paths, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.load(self.paths[i]), int(self.labels[i])
+
+    def load(self, path: Path) -> torch.Tensor:
+        raise NotImplementedError

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
+from _common import LabeledFiles, folder_bytes, load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -83,25 +83,15 @@ def write_files(images: np.ndarray, folder: Path, fmt: str) -> list[Path]:
     return paths
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-class PillowImages(torch.utils.data.Dataset):
+class PillowImages(LabeledFiles):
     """Decodes image files with Pillow to (1, H, W) float tensors, as a pixel pipeline would."""
 
-    def __init__(self, paths: list[Path], labels: np.ndarray) -> None:
-        self.paths, self.labels = paths, labels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def load(self, path: Path) -> torch.Tensor:
         from PIL import Image
 
-        with Image.open(self.paths[i]) as im:
+        with Image.open(path) as im:
             a = np.array(im.convert("L"), dtype=np.uint8)
-        return torch.from_numpy(a).float().div(255).unsqueeze(0), int(self.labels[i])
+        return torch.from_numpy(a).float().div(255).unsqueeze(0)
 
 
 def time_latents_per_item(path: Path, codec, limit: int) -> float:

@@ -45,11 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
-
-
-def folder_bytes(folder: Path, suffix: str | None = None) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (suffix is None or p.suffix == suffix))
+from _common import LabeledFiles, folder_bytes, load_codec_or_skip, time_files, time_latents, train_and_test  # benchmarks/_common.py
 
 
 def media_files(folder: Path, suffix: str) -> tuple[list[Path], np.ndarray]:
@@ -74,20 +70,14 @@ def to_flac(wavs: list[Path], src_root: Path, dst_root: Path) -> list[Path]:
     return out
 
 
-class SoundFiles(torch.utils.data.Dataset):
+class SoundFiles(LabeledFiles):
     """Decodes audio files with soundfile to ``(1, T)`` float tensors, as a waveform pipeline would."""
 
-    def __init__(self, paths: list[Path], labels: np.ndarray) -> None:
-        self.paths, self.labels = paths, labels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def load(self, path: Path) -> torch.Tensor:
         import soundfile as sf
 
-        a, _ = sf.read(str(self.paths[i]), dtype="float32", always_2d=True)
-        return torch.from_numpy(np.ascontiguousarray(a.T[:1])), int(self.labels[i])
+        a, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        return torch.from_numpy(np.ascontiguousarray(a.T[:1]))
 
 
 class Classifier(nn.Module):

@@ -52,6 +52,7 @@ from ..entropy.models import EntropyBottleneck
 from ..entropy.gaussian import FloorSTE, RoundSTE, gaussian_likelihood, mean_scale_tables
 from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
+from .exact import F32_EXACT, exact_conv_mode, exact_dtype
 
 __all__ = ["ChannelCheckerboardModel", "FixedPointNet", "checkerboard"]
 
@@ -61,8 +62,6 @@ ACT_MAX = 255  # hidden activations are clamped to [0, 255] (real [0, 15.94]): a
 MEAN_BINS = 8  # fractional-mean bins of the coding tables (a bin is 1/8 wide)
 SCALE_STEP = 2  # the scale tables are exp(k * SCALE_STEP / 2**ACT_BITS) apart: 13 % steps
 LATENT_LIMIT = 127
-_F32_EXACT = float(2**24)
-_F64_EXACT = float(2**52)
 
 
 def checkerboard(size: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
@@ -173,29 +172,18 @@ class FixedPointNet(nn.Module):
             else:
                 a_max = torch.zeros(l1.shape[1], dtype=torch.float64)
             bound = float(((l1 * a_max[None, :]).sum(1) + b_abs).max())
-            if bound >= _F32_EXACT and i == 0 and input_max is not None and a.numel():
+            if bound >= F32_EXACT and i == 0 and input_max is not None and a.numel():
                 # The a-priori bound is too loose for float32: try the inputs' actual maxima.
                 a_max = a.abs().amax(dim=(0, 2, 3)).double().cpu()
                 bound = float(((l1 * a_max[None, :]).sum(1) + b_abs).max())
-            if bound < _F32_EXACT:
-                dtype = torch.float32
-            elif bound < _F64_EXACT:
-                dtype = torch.float64
-            else:
-                raise OverflowError("fixed-point network overflow (input out of the trained range)")
-            # cuDNN may pick FFT/Winograd algorithms, TF32 drops mantissa bits: neither is exact.
-            tf32 = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = False
-            try:
-                with torch.backends.cudnn.flags(enabled=False):
-                    acc = self._op(conv, a.to(dtype), w.to(a.device, dtype), b.to(a.device, dtype))
-            finally:
-                torch.backends.cuda.matmul.allow_tf32 = tf32
+            dtype = exact_dtype(bound, "fixed-point network")
+            with exact_conv_mode():
+                acc = self._op(conv, a.to(dtype), w.to(a.device, dtype), b.to(a.device, dtype))
             a = torch.floor(acc / shift)
             if i < len(self.convs) - 1 or self.final_relu:
                 a = a.clamp(0.0, float(ACT_MAX))
             if dtype is torch.float64:
-                if a.numel() and float(a.abs().max()) >= _F32_EXACT:
+                if a.numel() and float(a.abs().max()) >= F32_EXACT:
                     raise OverflowError("fixed-point network output out of range")
                 a = a.float()
         return a

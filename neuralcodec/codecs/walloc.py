@@ -65,6 +65,7 @@ from ..errors import BitstreamError, ModelMismatchError
 from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
 from .channel_context import ChannelCheckerboardModel
+from .exact import exact_conv_mode, exact_dtype
 from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
 from .registry import register_architecture
 
@@ -464,8 +465,6 @@ _FX_ACT = 16.0  # activations: integers at scale 1/16
 _FX_WEIGHT = 256.0  # weights: integers at scale 1/256 (biases at 1/4096, the accumulator's scale)
 _FX_GELU_RANGE = 128  # GELU by table on [-8, 8] (in 1/16 units); identity above, 0 below
 _FX_RAW_RANGE = 16 * 96  # raw scale values by table on [-96, 96]; the scale index saturates beyond
-_F32_EXACT = float(2**24)
-_F64_EXACT = float(2**52)
 
 
 def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int,
@@ -495,21 +494,10 @@ def exact_integer_conv(x: Tensor, weight: Tensor, bias: Tensor | None, padding: 
         bias_abs = 0.0 if bias is None else float(bias.detach().abs().max())
     bound = 0.0 if x_max is None else float((l1 * x_max[None, :]).sum(1).max())
     bound += bias_abs
-    if bound < _F32_EXACT:
-        dtype = torch.float32
-    elif bound < _F64_EXACT:
-        dtype = torch.float64
-    else:
-        raise OverflowError("fixed-point context network overflow (input out of the trained range)")
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=False):
-            out = conv(x.to(dtype), weight.to(x.device, dtype), None if bias is None else bias.to(x.device, dtype),
-                       padding=padding)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    return out
+    dtype = exact_dtype(bound, "fixed-point context network")
+    with exact_conv_mode():
+        return conv(x.to(dtype), weight.to(x.device, dtype), None if bias is None else bias.to(x.device, dtype),
+                    padding=padding)
 
 
 class ExactHierarchicalContextModel(HierarchicalContextModel):

@@ -166,12 +166,12 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     ckpt = RunCheckpoint(out, {"model": model}, {"optimizer": ("main.", opt), "aux_optimizer": ("aux.", aux_opt)})
-    if cfg.init_from and not (resume and ckpt.exists()):
+    fresh = not (resume and ckpt.exists())
+    if cfg.init_from and fresh:
         _warm_start(model, cfg.init_from)
     model.to(device)
 
     step, elapsed = 0, 0.0
-    fresh = not (resume and ckpt.exists())
     if not fresh:
         info = ckpt.restore(rng)
         step, elapsed = info["step"], info["elapsed_s"]

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 __all__ = ["TrainConfig", "train", "train_command", "ARCHITECTURE_PRESETS", "RunCheckpoint", "RunLog",
-           "training_device", "device_label"]
+           "training_device", "device_label", "save_half"]
 
 # Preset name -> (registry architecture, constructor config, default exported model name).
 ARCHITECTURE_PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -93,6 +93,35 @@ def device_label(device: torch.device) -> str:
     'cpu'
     """
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def save_half(model: Any, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+    """Round ``model``'s parameters to float16 (in place, kept as float32 in memory) and save it
+    with :func:`~neuralcodec.codecs.registry.save`, the parameters stored as float16.
+
+    Loading widens them back to float32 exactly, so the weights hash in the card is the loaded
+    model's. Buffers (integer coding tables, the scale table) are stored as they are.
+
+    >>> import tempfile, neuralcodec
+    >>> from neuralcodec.codecs.walloc_video import WaLLoCVideo
+    >>> m = WaLLoCVideo(latent_channels=4, decoder_channels=8, decoder_blocks=1, context_hidden=8, temporal_hidden=8)
+    >>> p = save_half(m.eval(), tempfile.mkdtemp() + "/tiny")
+    >>> neuralcodec.load(str(p) + ".json").weights_hash() == m.weights_hash()
+    True
+    """
+    from ..codecs.registry import save
+
+    names = set()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(p.half().float())
+            names.add(name)
+    model._hash_cache = None
+    path = save(model, path, card)
+    state = {k: (v.detach().cpu().half() if k in names else v.detach().cpu()).contiguous()
+             for k, v in model.state_dict().items()}
+    _atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(state, p))
+    return path
 
 
 def _atomic_write(path: Path, writer) -> None:

@@ -101,7 +101,7 @@ HALF_EXPORT_NOTE = ("parameters rounded to float16 and stored as float16 (half t
 def round_to_half(model: Any) -> None:
     """Round a hyperprior's parameters to float16 values (in place) and rebuild its integer tables.
 
-    The model then saves as float16 with :func:`neuralcodec.apps.train_walloc_video.save_half`
+    The model then saves as float16 with :func:`neuralcodec.apps.train.save_half`
     without any further change: the tables, the weights hash and every measured result are
     those of the rounded model.
 
@@ -265,7 +265,7 @@ def train_hyperprior(cfg: HyperpriorTrainConfig, resume: bool = False, progress:
         card["results"]["wall_time_s"] = round(time.time() - t_eval, 1)
         print(f"eval: {card['results']}", file=sys.stderr)
     if cfg.half:
-        from .train_walloc_video import save_half
+        from .train import save_half
 
         card["training"]["export"] = HALF_EXPORT_NOTE
         path = save_half(model, out / name, card)

@@ -38,7 +38,7 @@ from typing import Any
 
 import click
 
-__all__ = ["VideoTrainConfig", "train_walloc_video", "save_half", "synth_pan_zoom_clip", "walloc_video_command"]
+__all__ = ["VideoTrainConfig", "train_walloc_video", "synth_pan_zoom_clip", "walloc_video_command"]
 
 
 @dataclass
@@ -234,7 +234,7 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
 
     from .. import load
     from ..codecs.registry import build
-    from .train import RunCheckpoint, RunLog, _atomic_write, device_label, training_device
+    from .train import RunCheckpoint, RunLog, _atomic_write, device_label, save_half, training_device
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,39 +370,6 @@ def train_walloc_video(cfg: VideoTrainConfig, resume: bool = False, progress: bo
                                   "(coding tables, scale table) exact; every measured result is of the rounded model")
     path = save_half(model, out / cfg.name, card)
     print(f"exported {path}.safetensors / .json", file=sys.stderr)
-    return path
-
-
-def save_half(model: Any, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
-    """Round ``model``'s parameters to float16 (in place, kept as float32 in memory) and save it
-    with :func:`~neuralcodec.codecs.registry.save`, the parameters stored as float16.
-
-    Loading widens them back to float32 exactly, so the weights hash in the card is the loaded
-    model's. Buffers (integer coding tables, the scale table) are stored as they are.
-
-    >>> import tempfile, neuralcodec
-    >>> from neuralcodec.codecs.walloc_video import WaLLoCVideo
-    >>> m = WaLLoCVideo(latent_channels=4, decoder_channels=8, decoder_blocks=1, context_hidden=8, temporal_hidden=8)
-    >>> p = save_half(m.eval(), tempfile.mkdtemp() + "/tiny")
-    >>> neuralcodec.load(str(p) + ".json").weights_hash() == m.weights_hash()
-    True
-    """
-    import torch
-    from safetensors.torch import save_file
-
-    from ..codecs.registry import save
-    from .train import _atomic_write
-
-    names = set()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(p.half().float())
-            names.add(name)
-    model._hash_cache = None
-    path = save(model, path, card)
-    state = {k: (v.detach().cpu().half() if k in names else v.detach().cpu()).contiguous()
-             for k, v in model.state_dict().items()}
-    _atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(state, p))
     return path
 
 

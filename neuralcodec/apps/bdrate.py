@@ -23,7 +23,18 @@ Two fits:
     2 points; it passes through every point, so it cannot overshoot between them.
 
 Points are sorted by the fitted variable; repeated values of it are an error (the curve
-would not be a function). Curves that do not overlap are an error, not a number.
+would not be a function). Curves that do not overlap are an error, not a number
+(:class:`BDUndefined`, a ``ValueError`` that also says why in one word).
+
+Two ways to summarise a test set (both legitimate, they answer different questions):
+
+* **mean curve**: average rate and quality over the items at each quality point, then one
+  BD between the two averaged curves (:func:`bd_rate` on the means);
+* **per item** (the MPEG/JVET common-test-conditions way, per sequence there, per file here):
+  one BD between each item's own two curves, then the mean of those percentages
+  (:func:`bd_rate_per_item`). A fixed-rate codec (every item at the same bpp) spends many
+  bits on easy items, which lifts its mean quality in dB; the per-item view does not mix
+  items before fitting, so it does not reward that.
 
 >>> rates = [0.25, 0.5, 1.0, 2.0]; psnrs = [30.0, 33.0, 36.0, 39.0]
 >>> round(bd_rate(rates, psnrs, [0.8 * r for r in rates], psnrs), 6)
@@ -35,7 +46,8 @@ would not be a function). Curves that do not overlap are an error, not a number.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,18 +55,37 @@ METHODS = ("cubic", "pchip")
 DEFAULT_METHOD = "cubic"
 
 
+class BDUndefined(ValueError):
+    """No Bjøntegaard delta exists for these curves; ``reason`` says why in a few words.
+
+    Reasons: ``"too few points"``, ``"length mismatch"``, ``"not finite"``,
+    ``"rate not positive"``, ``"repeated values"``, ``"no overlap"`` (and, per item,
+    ``"non-monotone"``, ``"missing from anchor"``, ``"missing from test"``).
+
+    >>> try:
+    ...     bd_rate([1, 2], [30, 31], [1, 2], [40, 41], method="pchip")
+    ... except BDUndefined as e:
+    ...     e.reason
+    'no overlap'
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def _check_curve(rate: Sequence[float], dist: Sequence[float], method: str, label: str):
     r = np.asarray(rate, dtype=np.float64).ravel()
     d = np.asarray(dist, dtype=np.float64).ravel()
     if r.shape != d.shape:
-        raise ValueError(f"{label}: {r.size} rates but {d.size} distortions")
+        raise BDUndefined("length mismatch", f"{label}: {r.size} rates but {d.size} distortions")
     need = 4 if method == "cubic" else 2
     if r.size < need:
-        raise ValueError(f"{label}: BD ({method}) needs at least {need} points, got {r.size}")
+        raise BDUndefined("too few points", f"{label}: BD ({method}) needs at least {need} points, got {r.size}")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(d))):
-        raise ValueError(f"{label}: rates and distortions must be finite")
+        raise BDUndefined("not finite", f"{label}: rates and distortions must be finite")
     if np.any(r <= 0):
-        raise ValueError(f"{label}: rates must be positive")
+        raise BDUndefined("rate not positive", f"{label}: rates must be positive")
     return np.log10(r), d
 
 
@@ -121,12 +152,18 @@ def _mean_gap(
         order = np.argsort(x, kind="stable")
         x, y = x[order], y[order]
         if np.any(np.diff(x) == 0):
-            raise ValueError(f"{label}: repeated values of the fitted variable; the curve is not a function")
+            raise BDUndefined(
+                "repeated values", f"{label}: repeated values of the fitted variable; the curve is not a function"
+            )
         curves.append((x, y))
     (xa, ya), (xt, yt) = curves
     lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
     if not hi > lo:
-        raise ValueError("the two curves do not overlap; no Bjøntegaard delta exists")
+        raise BDUndefined(
+            "no overlap",
+            f"the two curves do not overlap (anchor {xa[0]:.4g}..{xa[-1]:.4g}, test {xt[0]:.4g}..{xt[-1]:.4g});"
+            " no Bjøntegaard delta exists",
+        )
     integrate = _integrate_cubic if method == "cubic" else _integrate_pchip
     return (integrate(xt, yt, lo, hi) - integrate(xa, ya, lo, hi)) / (hi - lo)
 
@@ -179,9 +216,163 @@ def bd_psnr(
     return float(_mean_gap(lra, da, lrt, dt, method))
 
 
+# ------------------------------------------------------------------------- per item
+Curve = tuple[Sequence[float], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class PerItemBD:
+    """Per-item Bjøntegaard deltas and their aggregate (see :func:`bd_rate_per_item`).
+
+    ``values`` holds the delta of every item where it exists, ``skipped`` every other item
+    with its reason (``"<reason>: <detail>"``, the reason as in :class:`BDUndefined`).
+    ``mean`` and ``median`` are over ``values`` only, ``None`` when no item has a delta.
+
+    >>> r = PerItemBD(values={"a": -10.0, "b": -30.0}, skipped={"c": "no overlap: ..."}, method="pchip")
+    >>> r.mean, r.median, r.n, r.n_skipped
+    (-20.0, -20.0, 2, 1)
+    """
+
+    values: dict[str, float]
+    skipped: dict[str, str] = field(default_factory=dict)
+    method: str = "pchip"
+
+    @property
+    def n(self) -> int:
+        """How many items have a delta (enter the mean)."""
+        return len(self.values)
+
+    @property
+    def n_skipped(self) -> int:
+        """How many items have none (listed in ``skipped``)."""
+        return len(self.skipped)
+
+    @property
+    def mean(self) -> float | None:
+        """Arithmetic mean of the per-item deltas, as the CTC spreadsheets average them."""
+        return float(np.mean(list(self.values.values()))) if self.values else None
+
+    @property
+    def median(self) -> float | None:
+        """Median of the per-item deltas (robust to one odd item)."""
+        return float(np.median(list(self.values.values()))) if self.values else None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: mean, median, n, n_skipped, method, values, skipped.
+
+        >>> PerItemBD(values={"a": 1.0}).to_dict()["n"]
+        1
+        """
+        return {
+            "mean": self.mean,
+            "median": self.median,
+            "n": self.n,
+            "n_skipped": self.n_skipped,
+            "method": self.method,
+            "values": dict(self.values),
+            "skipped": dict(self.skipped),
+        }
+
+
+def _non_monotone(rate: Sequence[float], dist: Sequence[float]) -> str | None:
+    """Why the curve's quality does not rise strictly with rate, or None when it does."""
+    r = np.asarray(rate, dtype=np.float64).ravel()
+    d = np.asarray(dist, dtype=np.float64).ravel()
+    if r.shape != d.shape or r.size < 2:
+        return None  # the BD call itself reports these
+    order = np.argsort(r, kind="stable")
+    r, d = r[order], d[order]
+    bad = np.flatnonzero(np.diff(d) <= 0)
+    if bad.size == 0:
+        return None
+    k = int(bad[0])
+    return f"quality {d[k]:.4g} -> {d[k + 1]:.4g} while rate {r[k]:.4g} -> {r[k + 1]:.4g}"
+
+
+def _per_item(
+    fn: Callable[..., float],
+    anchor_curves: Mapping[str, Curve],
+    test_curves: Mapping[str, Curve],
+    method: str,
+    require_monotone: bool,
+) -> PerItemBD:
+    _check_method(method)
+    values: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    items = list(anchor_curves) + [k for k in test_curves if k not in anchor_curves]
+    for item in items:
+        if item not in test_curves:
+            skipped[item] = "missing from test: the test codec has no curve for this item"
+            continue
+        if item not in anchor_curves:
+            skipped[item] = "missing from anchor: the anchor has no curve for this item"
+            continue
+        (ra, da), (rt, dt) = anchor_curves[item], test_curves[item]
+        if require_monotone:
+            why = [f"{label} {w}" for label, w in (("anchor", _non_monotone(ra, da)), ("test", _non_monotone(rt, dt))) if w]
+            if why:
+                skipped[item] = "non-monotone: " + "; ".join(why)
+                continue
+        try:
+            values[item] = fn(ra, da, rt, dt, method=method)
+        except BDUndefined as e:
+            skipped[item] = f"{e.reason}: {e}"
+    return PerItemBD(values=values, skipped=skipped, method=method)
+
+
+def bd_rate_per_item(
+    anchor_curves: Mapping[str, Curve],
+    test_curves: Mapping[str, Curve],
+    method: str = "pchip",
+    require_monotone: bool = True,
+) -> PerItemBD:
+    """BD-rate of every item's own curve, test against anchor, and their mean (CTC style).
+
+    ``anchor_curves`` and ``test_curves`` map an item (a file, a sequence) to its
+    ``(rates, dists)``. Every item of either dict ends up in exactly one of ``values``
+    (its BD-rate in percent) or ``skipped`` (with the reason: missing from one side, too
+    few points, no overlapping quality range, non-monotone, ...): nothing is dropped
+    silently, and the mean is over ``values`` only. With ``require_monotone`` (the
+    default) an item whose quality does not rise strictly with rate on either curve is
+    skipped: its log-rate is not a single-valued function of quality, so the fit would
+    mix branches. The default fit is pchip, which needs only two points per curve.
+
+    >>> a = {"x": ([1, 2, 4], [30, 33, 36]), "y": ([1, 2, 4], [40, 42, 44])}
+    >>> t = {"x": ([0.5, 1, 2], [30, 33, 36]), "y": ([1, 2, 4], [20, 21, 22])}
+    >>> r = bd_rate_per_item(a, t)
+    >>> round(r.values["x"], 6), r.n, r.skipped["y"].split(":")[0]
+    (-50.0, 1, 'no overlap')
+    """
+    return _per_item(bd_rate, anchor_curves, test_curves, method, require_monotone)
+
+
+def bd_psnr_per_item(
+    anchor_curves: Mapping[str, Curve],
+    test_curves: Mapping[str, Curve],
+    method: str = "pchip",
+    require_monotone: bool = True,
+) -> PerItemBD:
+    """BD-distortion (BD-PSNR for PSNR) of every item's own curve and their mean; as :func:`bd_rate_per_item`.
+
+    >>> a = {"x": ([1, 2, 4], [30, 33, 36])}
+    >>> round(bd_psnr_per_item(a, {"x": ([1, 2, 4], [31, 34, 37])}).mean, 6)
+    1.0
+    """
+    return _per_item(bd_psnr, anchor_curves, test_curves, method, require_monotone)
+
+
 def is_number(value: float) -> bool:
     """True for a finite float (helper for tables that mix numbers and 'n/a')."""
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-__all__ = ["bd_rate", "bd_psnr", "METHODS", "DEFAULT_METHOD"]
+__all__ = [
+    "bd_rate",
+    "bd_psnr",
+    "bd_rate_per_item",
+    "bd_psnr_per_item",
+    "PerItemBD",
+    "BDUndefined",
+    "METHODS",
+    "DEFAULT_METHOD",
+]

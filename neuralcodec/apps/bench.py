@@ -12,7 +12,11 @@ quality point of every codec and writes, under ``out``:
   log: with ``resume=True`` every successful record found there is kept and not re-run
   (failed ones are tried again);
 * ``bd_rate.json`` / ``bd_rate.md``: BD-rate and BD-distortion of every codec against the
-  anchor, with both the cubic (default) and the piecewise-cubic (pchip) Bjøntegaard fits;
+  anchor, with both the cubic (default) and the piecewise-cubic (pchip) Bjøntegaard fits,
+  on the mean curves (each point = mean rate and mean quality over the files); beside them
+  the per-file BD-rate (MPEG/JVET CTC style: each file's own curve against the anchor's
+  curve on that file, pchip, then mean and median over the files, with every skipped
+  file and its reason; see :func:`neuralcodec.apps.bdrate.bd_rate_per_item`);
 * ``rd_<metric>.png`` / ``.svg``: RD plots, one curve per codec.
 
 Codecs are named in ``codecs``:
@@ -501,8 +505,86 @@ def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: 
 
 
 # ------------------------------------------------------------------------------ BD
-def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
-    """BD-rate / BD-distortion of every entry against ``anchor`` with both fits."""
+PER_FILE_METHOD = "pchip"  # per-file curves have as few as 2-3 points; the cubic fit needs 4
+AGGREGATIONS = {
+    "mean-curve": "BD between the mean RD curves (each point = mean rate and mean quality over the files)",
+    "per-file": (
+        "BD-rate of each file's own RD curve against the anchor's on the same file (pchip), then the"
+        " mean / median over the files where it exists (MPEG/JVET common-test-conditions style)"
+    ),
+}
+
+
+def _record_value(record: dict, key: str) -> float | None:
+    """One metric of one per-file record (``ms-ssim-db`` derived from ``ms-ssim``), None if absent."""
+    if key == "ms-ssim-db":
+        v = record.get("ms-ssim")
+        return None if not isinstance(v, (int, float)) else metrics.ms_ssim_db(v)
+    v = record.get(key)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def per_file_curves(
+    records: Iterable[dict],
+    points: Sequence[Any],
+    rate_key: str,
+    key: str,
+    files: Sequence[str] | None = None,
+    sign: int = 1,
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Per-file records (a ``*.per_file.jsonl`` log) -> ``file -> (rates, sign * qualities)``.
+
+    Only the quality points in ``points`` count; the latest record of a (file, point) wins, as in
+    the aggregated results. Failed or non-finite points are left out of that file's curve.
+    Every file of ``files`` (default: every file in the records) gets an entry, possibly with
+    fewer than two points, so a BD over it reports the file as skipped instead of losing it.
+
+    >>> recs = [{"file": "a.png", "quality": q, "bpp": b, "psnr-rgb": p, "error": None}
+    ...         for q, b, p in ((10, 0.2, 28.0), (50, 0.6, 33.0))]
+    >>> per_file_curves(recs, [10, 50], "bpp", "psnr-rgb")
+    {'a.png': ([0.2, 0.6], [28.0, 33.0])}
+    """
+    wanted = {_qkey(q): i for i, q in enumerate(points)}
+    latest: dict[tuple[str, str], dict] = {}
+    for r in records:
+        f = r.get("file")
+        if f is None or f == "*" or _qkey(r.get("quality")) not in wanted:
+            continue
+        latest[(f, _qkey(r.get("quality")))] = r
+    names = list(files) if files is not None else sorted({f for f, _ in latest})
+    out: dict[str, tuple[list[float], list[float]]] = {f: ([], []) for f in names}
+    for (f, q), r in sorted(latest.items(), key=lambda kv: wanted[kv[0][1]]):
+        if f not in out or r.get("error"):
+            continue
+        rate, value = _record_value(r, rate_key), _record_value(r, key)
+        if rate is None or value is None or not (math.isfinite(rate) and math.isfinite(value)) or rate <= 0:
+            continue
+        out[f][0].append(rate)
+        out[f][1].append(sign * value)
+    return out
+
+
+def bd_table(
+    entries: list[dict],
+    anchor: str,
+    modality: str,
+    records: dict[str, list[dict]] | None = None,
+    files: Sequence[str] | None = None,
+) -> dict:
+    """BD-rate / BD-distortion of every entry against ``anchor``: mean curves with both fits,
+    and, given the per-file ``records`` (codec label -> its per-file log), the per-file BD-rate.
+
+    Mean-curve columns are keyed ``bd-rate[<metric>](<method>)`` / ``bd-dist[...]`` in each row;
+    the per-file results are under ``row["per-file"]["bd-rate[<metric>](pchip)"]``, each the
+    :meth:`~neuralcodec.apps.bdrate.PerItemBD.to_dict` of
+    :func:`~neuralcodec.apps.bdrate.bd_rate_per_item` (mean, median, n, skipped files with reasons).
+
+    >>> e = {"name": "c", "results": {"quality": [1, 2], "bpp": [0.5, 1.0], "psnr-rgb": [30.0, 33.0]}}
+    >>> recs = [{"file": "a.png", "quality": q, "bpp": b, "psnr-rgb": p} for q, b, p in ((1, 0.5, 30.0), (2, 1.0, 33.0))]
+    >>> t = bd_table([e], "c", "image", records={"c": recs})
+    >>> t["rows"][0]["bd-rate[psnr-rgb](pchip)"], t["rows"][0]["per-file"]["bd-rate[psnr-rgb](pchip)"]["mean"]
+    (0.0, 0.0)
+    """
     rate_key = "bpp" if modality == "image" else "kbps"
     # (column key, also report BD-distortion, sign making higher better). The log-mel distance
     # is lower-is-better, so its BD-rate is taken on its negative.
@@ -513,9 +595,15 @@ def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
     }[modality]
     by_name = {e["name"]: e for e in entries}
     table: dict[str, Any] = {"anchor": anchor, "rate": rate_key, "rows": []}
+    if records is not None:
+        table["aggregation"] = dict(AGGREGATIONS)
     if anchor not in by_name:
         table["error"] = f"anchor {anchor!r} has no results"
         return table
+
+    def file_curves(entry: dict, key: str, sign: int):
+        points = entry["results"].get("quality", [])
+        return per_file_curves(records.get(entry["name"], []), points, rate_key, key, files, sign)
 
     def curve(entry: dict, key: str, sign: int):
         res = entry["results"]
@@ -541,16 +629,50 @@ def bd_table(entries: list[dict], anchor: str, modality: str) -> dict:
                     except ValueError as e:
                         row[col] = None
                         row.setdefault("notes", []).append(f"{col}: {e}")
+        if records is not None:
+            per_file: dict[str, Any] = {}
+            for key, _, sign in measures:
+                anchor_curves = file_curves(by_name[anchor], key, sign)
+                test_curves = file_curves(entry, key, sign)
+                if not any(d for _, d in anchor_curves.values()) and not any(d for _, d in test_curves.values()):
+                    continue  # the metric is not measured at all (as the mean-curve column would be empty)
+                result = bdrate.bd_rate_per_item(anchor_curves, test_curves, method=PER_FILE_METHOD)
+                per_file[f"bd-rate[{key}]({PER_FILE_METHOD})"] = result.to_dict()
+            row["per-file"] = per_file
         table["rows"].append(row)
     return table
 
 
+def _skipped_summary(skipped: dict[str, str], show: int = 6) -> str:
+    """``{file: "reason: detail"}`` -> "no overlap (2): a.png, b.png; too few points (1): c.png"."""
+    by_reason: dict[str, list[str]] = {}
+    for item, why in skipped.items():
+        by_reason.setdefault(why.split(":", 1)[0], []).append(item)
+    parts = []
+    for reason, items in by_reason.items():
+        names = ", ".join(items[:show]) + (f", ... ({len(items) - show} more)" if len(items) > show else "")
+        parts.append(f"{reason} ({len(items)}): {names}")
+    return "; ".join(parts)
+
+
 def bd_markdown(table: dict) -> str:
-    """The BD table as markdown (numbers rounded; 'n/a' where a fit was impossible)."""
+    """The BD table as markdown (numbers rounded; 'n/a' where a fit was impossible).
+
+    Mean-curve columns first, then, when the table has them, the per-file columns (mean,
+    median, files used / skipped) and a list of the skipped files with their reasons.
+
+    >>> e = {"name": "c", "results": {"quality": [1, 2], "bpp": [0.5, 1.0], "psnr-rgb": [30.0, 33.0]}}
+    >>> recs = [{"file": "a.png", "quality": q, "bpp": b, "psnr-rgb": p} for q, b, p in ((1, 0.5, 30.0), (2, 1.0, 33.0))]
+    >>> print(bd_markdown(bd_table([e], "c", "image", records={"c": recs})).splitlines()[-1])
+    | c | n/a | n/a | +0.0 | +0.00 | n/a | n/a | +0.0 | +0.0 | 1 / 0 |
+    """
     if "error" in table:
         return f"BD table unavailable: {table['error']}\n"
     rows = table["rows"]
-    cols = [c for c in rows[0] if c not in ("codec", "notes")] if rows else []
+    cols = [c for c in rows[0] if c not in ("codec", "notes", "per-file")] if rows else []
+    per_file_cols: list[str] = []
+    for r in rows:
+        per_file_cols += [c for c in r.get("per-file", {}) if c not in per_file_cols]
 
     def head(c: str) -> str:
         what, rest = c.split("[", 1)
@@ -559,15 +681,36 @@ def bd_markdown(table: dict) -> str:
         what = "BD-rate" if what == "bd-rate" else "BD-" + key.upper().replace("-RGB", "")
         return f"{what} {key} {method[:-1]} ({unit})"
 
-    lines = [
-        f"Anchor: **{table['anchor']}** (rate: {table['rate']}). BD-rate < 0 and BD-dB > 0 mean better than the anchor.",
-        "",
-        "| codec | " + " | ".join(head(c) for c in cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
-    ]
+    heads = [head(c) for c in cols]
+    for c in per_file_cols:
+        key, method = c.split("[", 1)[1].split("](")
+        heads += [f"per-file BD-rate {key} {method[:-1]} mean (%)", "median (%)", "files used / skipped"]
+    intro = f"Anchor: **{table['anchor']}** (rate: {table['rate']}). BD-rate < 0 and BD-dB > 0 mean better than the anchor."
+    if per_file_cols:
+        intro += (
+            f" Mean-curve columns: {AGGREGATIONS['mean-curve']}. Per-file columns: {AGGREGATIONS['per-file']};"
+            " skipped files are listed below the table."
+        )
+    lines = [intro, "", "| codec | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    notes = []
     for r in rows:
         cells = [("n/a" if r.get(c) is None else f"{r[c]:+.1f}" if "rate" in c else f"{r[c]:+.2f}") for c in cols]
+        for c in per_file_cols:
+            res = r.get("per-file", {}).get(c)
+            if res is None:
+                cells += ["n/a", "n/a", "n/a"]
+                continue
+            cells += [
+                "n/a" if res["mean"] is None else f"{res['mean']:+.1f}",
+                "n/a" if res["median"] is None else f"{res['median']:+.1f}",
+                f"{res['n']} / {res['n_skipped']}",
+            ]
+            if res["skipped"]:
+                key = c.split("[", 1)[1].split("]")[0]
+                notes.append(f"- {r['codec']}, {key}: skipped {_skipped_summary(res['skipped'])}")
         lines.append(f"| {r['codec']} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Files without a per-file BD-rate (not in the per-file mean):", ""] + notes
     return "\n".join(lines) + "\n"
 
 
@@ -706,7 +849,7 @@ def run_rd(
         written[s.label] = str(path)
         entries.append(entry)
 
-    table = bd_table(entries, anchor, modality)
+    table = bd_table(entries, anchor, modality, records={s.label: _read_log(logs[s.label]) for s in specs}, files=files)
     table["data"] = str(data)
     table["files"] = len(files)
     _write_json(out / "bd_rate.json", table)
@@ -947,4 +1090,14 @@ def _click_group():
 
 bench = _click_group()
 
-__all__ = ["run_rd", "run_speed", "find_media", "read_image_uint8", "read_audio", "bd_table", "bd_markdown", "bench"]
+__all__ = [
+    "run_rd",
+    "run_speed",
+    "find_media",
+    "read_image_uint8",
+    "read_audio",
+    "bd_table",
+    "bd_markdown",
+    "per_file_curves",
+    "bench",
+]

@@ -74,10 +74,11 @@ def open_image_container(
     codec.check_origin(c)
     info = c.metadata.get(key) if isinstance(c.metadata, dict) else None
     shape = tuple(c.shape)
-    if not isinstance(info, dict) or len(shape) != 3:
+    if c.modality != "image" or not isinstance(info, dict) or len(shape) != 3:
         raise BitstreamError(f"not a {label} image file (missing or malformed '{key}' metadata)")
     mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
-    chans = CHANNELS_OF_MODE.get(mode)  # type: ignore[arg-type]
+    # the header is untrusted JSON: a list or object as the mode must not reach the dict lookup
+    chans = CHANNELS_OF_MODE.get(mode) if isinstance(mode, str) else None
     if chans is None or shape[0] != chans:
         raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
     h, w = shape[1], shape[2]

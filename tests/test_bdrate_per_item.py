@@ -73,6 +73,17 @@ def test_unusable_items_are_skipped_with_a_reason_not_averaged():
     assert "bumpy" in loose.values and math.isfinite(loose.values["bumpy"])
 
 
+def test_an_exactly_repeated_point_is_merged_and_noted_not_skipped():
+    # a saturating codec: the last two settings give the same stream
+    test_rates, test_psnrs = [0.8 * r for r in RATES] + [0.8 * RATES[-1]], PSNRS + [PSNRS[-1]]
+    per = bdrate.bd_rate_per_item({"a": (RATES, PSNRS)}, {"a": (test_rates, test_psnrs)})
+    assert per.values["a"] == pytest.approx(-20.0, abs=1e-9)
+    assert per.notes == {"a": "test: 1 identical point(s) merged"}
+    # the same rate with a different quality is a real non-monotone curve
+    bad = bdrate.bd_rate_per_item({"a": (RATES, PSNRS)}, {"a": (RATES + [RATES[-1]], PSNRS + [PSNRS[-1] - 1])})
+    assert bad.n == 0 and bad.skipped["a"].startswith("non-monotone")
+
+
 def test_nothing_usable_gives_none_not_zero():
     per = bdrate.bd_rate_per_item({"a": (RATES, PSNRS)}, {"a": (RATES, [p + 50 for p in PSNRS])})
     assert per.mean is None and per.median is None and per.n == 0 and per.n_skipped == 1

@@ -227,6 +227,7 @@ class PerItemBD:
     ``values`` holds the delta of every item where it exists, ``skipped`` every other item
     with its reason (``"<reason>: <detail>"``, the reason as in :class:`BDUndefined`).
     ``mean`` and ``median`` are over ``values`` only, ``None`` when no item has a delta.
+    ``notes`` remarks on items that were used after a harmless clean-up (identical points merged).
 
     >>> r = PerItemBD(values={"a": -10.0, "b": -30.0}, skipped={"c": "no overlap: ..."}, method="pchip")
     >>> r.mean, r.median, r.n, r.n_skipped
@@ -236,6 +237,7 @@ class PerItemBD:
     values: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
     method: str = "pchip"
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -258,7 +260,7 @@ class PerItemBD:
         return float(np.median(list(self.values.values()))) if self.values else None
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict: mean, median, n, n_skipped, method, values, skipped.
+        """A JSON-ready dict: mean, median, n, n_skipped, method, values, skipped, notes.
 
         >>> PerItemBD(values={"a": 1.0}).to_dict()["n"]
         1
@@ -271,7 +273,27 @@ class PerItemBD:
             "method": self.method,
             "values": dict(self.values),
             "skipped": dict(self.skipped),
+            "notes": dict(self.notes),
         }
+
+
+def _merge_identical(rate: Sequence[float], dist: Sequence[float]) -> tuple[list[float], list[float], int]:
+    """The curve without repeated identical (rate, dist) points, and how many were merged.
+
+    A codec that saturates (a JPEG 2000 ratio the file reaches losslessly, say) gives the
+    same stream at two settings: the same point twice, no information, no reason to drop
+    the item. Points that share a rate or a quality but not both are kept (and judged).
+    """
+    seen: set[tuple[float, float]] = set()
+    rates: list[float] = []
+    dists: list[float] = []
+    for r, d in zip(rate, dist):
+        if (float(r), float(d)) in seen:
+            continue
+        seen.add((float(r), float(d)))
+        rates.append(float(r))
+        dists.append(float(d))
+    return rates, dists, len(list(rate)) - len(rates)
 
 
 def _non_monotone(rate: Sequence[float], dist: Sequence[float]) -> str | None:
@@ -299,6 +321,7 @@ def _per_item(
     _check_method(method)
     values: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    notes: dict[str, str] = {}
     items = list(anchor_curves) + [k for k in test_curves if k not in anchor_curves]
     for item in items:
         if item not in test_curves:
@@ -308,16 +331,25 @@ def _per_item(
             skipped[item] = "missing from anchor: the anchor has no curve for this item"
             continue
         (ra, da), (rt, dt) = anchor_curves[item], test_curves[item]
+        note = ""
+        if len(ra) == len(da) and len(rt) == len(dt):  # else the BD call reports the mismatch
+            ra, da, merged_a = _merge_identical(ra, da)
+            rt, dt, merged_t = _merge_identical(rt, dt)
+            merged = [f"{label}: {n} identical point(s) merged" for label, n in (("anchor", merged_a), ("test", merged_t)) if n]
+            note = "; ".join(merged)
         if require_monotone:
             why = [f"{label} {w}" for label, w in (("anchor", _non_monotone(ra, da)), ("test", _non_monotone(rt, dt))) if w]
             if why:
-                skipped[item] = "non-monotone: " + "; ".join(why)
+                skipped[item] = "non-monotone: " + "; ".join(why) + (f" ({note})" if note else "")
                 continue
         try:
             values[item] = fn(ra, da, rt, dt, method=method)
         except BDUndefined as e:
-            skipped[item] = f"{e.reason}: {e}"
-    return PerItemBD(values=values, skipped=skipped, method=method)
+            skipped[item] = f"{e.reason}: {e}" + (f" ({note})" if note else "")
+            continue
+        if note:
+            notes[item] = note
+    return PerItemBD(values=values, skipped=skipped, method=method, notes=notes)
 
 
 def bd_rate_per_item(
@@ -335,7 +367,9 @@ def bd_rate_per_item(
     silently, and the mean is over ``values`` only. With ``require_monotone`` (the
     default) an item whose quality does not rise strictly with rate on either curve is
     skipped: its log-rate is not a single-valued function of quality, so the fit would
-    mix branches. The default fit is pchip, which needs only two points per curve.
+    mix branches. A point repeated exactly (same rate and quality, e.g. a codec that
+    saturates) is merged first and the item used, with a line in ``notes``. The default
+    fit is pchip, which needs only two points per curve.
 
     >>> a = {"x": ([1, 2, 4], [30, 33, 36]), "y": ([1, 2, 4], [40, 42, 44])}
     >>> t = {"x": ([0.5, 1, 2], [30, 33, 36]), "y": ([1, 2, 4], [20, 21, 22])}

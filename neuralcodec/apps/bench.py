@@ -705,12 +705,15 @@ def bd_markdown(table: dict) -> str:
                 "n/a" if res["median"] is None else f"{res['median']:+.1f}",
                 f"{res['n']} / {res['n_skipped']}",
             ]
+            key = c.split("[", 1)[1].split("]")[0]
             if res["skipped"]:
-                key = c.split("[", 1)[1].split("]")[0]
                 notes.append(f"- {r['codec']}, {key}: skipped {_skipped_summary(res['skipped'])}")
+            if res.get("notes"):
+                used = ", ".join(f"{f} ({why})" for f, why in res["notes"].items())
+                notes.append(f"- {r['codec']}, {key}: used after merging identical points: {used}")
         lines.append(f"| {r['codec']} | " + " | ".join(cells) + " |")
     if notes:
-        lines += ["", "Files without a per-file BD-rate (not in the per-file mean):", ""] + notes
+        lines += ["", "Per-file remarks (a skipped file is not in the per-file mean or median):", ""] + notes
     return "\n".join(lines) + "\n"
 
 

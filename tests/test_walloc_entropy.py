@@ -27,6 +27,8 @@ def smooth_images(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 MODELS = {
     "hierarchical_exact": dict(entropy_model="hierarchical_exact", context_levels=2, context_hidden=8),
     "channel_checkerboard": dict(entropy_model="channel_checkerboard", entropy_config=SMALL),
+    "hierarchical_exact_laplace": dict(entropy_model="hierarchical_exact", context_levels=2, context_hidden=8,
+                                       entropy_config={"family": "laplace"}),
 }
 
 
@@ -49,7 +51,8 @@ def random_model(seed: int = 0, channels: int = 6, kind: str = "channel_checkerb
     if kind == "channel_checkerboard":
         m = ChannelCheckerboardModel(channels=channels, **SMALL)
     else:
-        m = ExactHierarchicalContextModel(2, channels, levels=2, hidden=8)
+        family = "laplace" if kind.endswith("laplace") else "gaussian"
+        m = ExactHierarchicalContextModel(2, channels, levels=2, hidden=8, family=family)
     with torch.no_grad():  # random, non-trivial nets (the init's outputs are nearly constant)
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -285,3 +288,51 @@ def test_shipped_model_uses_the_exact_batched_entropy_model():
     for latent, xi in zip(codec.latents(blobs), x):
         assert torch.equal(latent, codec.quantized_latents(xi.unsqueeze(0))[0])
     assert F.mse_loss(codec.decompress(blobs[0]), x[0]) < 0.01
+
+
+def test_laplace_tables_and_likelihood_agree_with_the_distribution():
+    from neuralcodec.entropy import rans
+    from neuralcodec.entropy.gaussian import laplace_likelihood, mean_scale_tables
+
+    y = torch.arange(-40, 41, dtype=torch.float64)
+    for mean, sd in [(0.0, 0.3), (0.3, 2.5), (-0.4, 9.0)]:
+        b = torch.tensor(sd / 2**0.5, dtype=torch.float64)
+        ref = torch.distributions.Laplace(torch.tensor(mean, dtype=torch.float64), b)
+        want = ref.cdf(y + 0.5) - ref.cdf(y - 0.5)
+        got = laplace_likelihood(y, torch.full_like(y, mean), torch.full_like(y, sd), bound=0.0)
+        assert torch.allclose(got, want, atol=1e-12)
+    # Integer tables: coding Laplace samples with them costs about their entropy.
+    torch.manual_seed(0)
+    sd = 3.0
+    sample = torch.distributions.Laplace(0.0, sd / 2**0.5).sample((4000,)).round().long()
+    cdfs, lengths, offsets = mean_scale_tables(torch.tensor([sd]), torch.tensor([0.0]), family="laplace")
+    tables = rans.prepare_tables(cdfs, lengths, offsets)
+    blob = rans.encode_with_indexes(sample, torch.zeros_like(sample), tables)
+    assert torch.equal(rans.decode_with_indexes(blob, torch.zeros_like(sample), tables).long(), sample)
+    ideal = float(-torch.log2(laplace_likelihood(sample.double(), torch.zeros(1), torch.tensor([sd]))).sum())
+    assert abs(len(blob) * 8 / ideal - 1) < 0.02
+
+
+def test_widened_context_model_starts_from_the_same_function(tmp_path):
+    from neuralcodec.apps.train_walloc_entropy import EntropyTrainConfig, _build
+    from neuralcodec.codecs.registry import save
+
+    base = tiny(kind="hierarchical_exact")
+    save(base, tmp_path / "base", {"description": "tiny"})
+    cfg = EntropyTrainConfig(data="unused", out="unused", init_from=str(tmp_path / "base.json"),
+                             entropy_config={"family": "laplace"}, context_hidden=20)
+    wide, _ = _build(cfg)
+    wide.eval()
+    wide.update()
+    assert wide.entropy.family == "laplace" and wide.entropy.hidden == 20
+    same = WaLLoC(latent_channels=6, levels=2, decoder_channels=16, decoder_blocks=1,
+                  **MODELS["hierarchical_exact_laplace"]).eval()
+    same.load_state_dict({k: v for k, v in base.state_dict().items() if k.split(".")[-1] not in
+                          ("_cdfs", "_cdf_lengths", "_offsets")}, strict=False)
+    same.update()
+    q = base.quantized_latents(smooth_images(2, 32, 48, seed=3))
+    with torch.no_grad():
+        assert torch.equal(wide.entropy(q, q), same.entropy(q, q))
+        assert wide.entropy.compress(q) == same.entropy.compress(q)  # same integer tables and indexes
+    blob = wide.compress(smooth_images(1, 32, 48, seed=4)[0])
+    assert torch.equal(wide.latents(blob), wide.quantized_latents(smooth_images(1, 32, 48, seed=4))[0])

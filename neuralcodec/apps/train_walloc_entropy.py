@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-__all__ = ["EntropyTrainConfig", "train_entropy", "walloc_image_entropy_command", "image_latents"]
+__all__ = ["EntropyTrainConfig", "train_entropy", "walloc_image_entropy_command", "image_latents", "grow_state"]
 
 
 @dataclass
@@ -63,7 +63,8 @@ class EntropyTrainConfig:
     init_entropy: bool = True  # hierarchical_exact: start from the base model's (float) entropy weights
     log_every: int = 25
     checkpoint_every: int = 250
-    entropy_config: dict[str, Any] = field(default_factory=dict)
+    entropy_config: dict[str, Any] = field(default_factory=dict)  # e.g. {"family": "laplace"}
+    context_hidden: int | None = None  # hierarchical_exact: widen the base's context nets to this
     device: str = "cpu"  # "cuda" trains on the GPU; latents are computed on the CPU, the export is a CPU model
 
 
@@ -107,6 +108,36 @@ def eval_bits(model: Any, latents: list[torch.Tensor]) -> float:
     return total / max(count, 1)
 
 
+def grow_state(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``base`` embedded in the (wider) shapes of ``target``, computing the same function.
+
+    A context net widened from ``h`` to ``h' > h`` hidden units keeps the trained weights in
+    the first ``h`` rows/columns; the new units keep ``target``'s fresh initialisation as
+    inputs (rows) but enter every later layer with zero weight (new input columns are 0),
+    so the widened model starts exactly where the base ended and training grows the new
+    units from there. Tensors whose shapes already match are taken as they are.
+
+    >>> base = {"w1": torch.ones(2, 3), "w2": torch.ones(1, 2)}
+    >>> grown = grow_state(base, {"w1": torch.full((4, 3), 7.0), "w2": torch.full((1, 4), 7.0)})
+    >>> grown["w1"][:, 0].tolist(), grown["w2"].tolist()
+    ([1.0, 1.0, 7.0, 7.0], [[1.0, 1.0, 0.0, 0.0]])
+    """
+    out = {}
+    for key, value in base.items():
+        want = target.get(key)
+        if want is None or want.shape == value.shape:
+            out[key] = value
+            continue
+        if want.dim() != value.dim() or any(w < v for w, v in zip(want.shape, value.shape)):
+            raise click.ClickException(f"cannot widen {key} from {tuple(value.shape)} to {tuple(want.shape)}")
+        grown = want.detach().clone()
+        if grown.dim() > 1 and grown.shape[1] > value.shape[1]:
+            grown[:, value.shape[1]:] = 0  # new inputs: silent until trained
+        grown[tuple(slice(0, n) for n in value.shape)] = value
+        out[key] = grown
+    return out
+
+
 def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
     from ..codecs.registry import build, read_card
 
@@ -120,11 +151,16 @@ def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
 
         weights = WEIGHTS_DIR / f"{cfg.init_from}.safetensors"
     config = {k: v for k, v in card["config"].items() if k not in ("entropy_model", "entropy_config")}
+    base_family = (card["config"].get("entropy_config") or {}).get("family", "gaussian")
     if cfg.entropy_model == "channel_checkerboard":
         model = build("walloc", {**config, "entropy_model": cfg.entropy_model, "entropy_config": cfg.entropy_config})
         model.config["entropy_config"] = dict(model.entropy.config)  # every argument, defaults included
     elif cfg.entropy_model == "hierarchical_exact":
-        model = build("walloc", {**config, "entropy_model": cfg.entropy_model})
+        family = cfg.entropy_config.get("family", base_family)
+        if cfg.context_hidden is not None:
+            config["context_hidden"] = cfg.context_hidden
+        model = build("walloc", {**config, "entropy_model": cfg.entropy_model,
+                                 "entropy_config": {"family": family} if family != "gaussian" else {}})
     else:
         raise click.ClickException(f"unknown entropy model {cfg.entropy_model!r}")
     state = load_file(str(weights))
@@ -132,6 +168,10 @@ def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
     keep_entropy = cfg.entropy_model == "hierarchical_exact" and cfg.init_entropy and same_entropy
     if not keep_entropy:
         state = {k: v for k, v in state.items() if not k.startswith("entropy.")}
+    else:
+        # The coding tables follow the model's own family (built by its update()), not the base's.
+        state = {k: v for k, v in state.items() if k.split(".")[-1] not in ("_cdfs", "_cdf_lengths", "_offsets")}
+        state = grow_state(state, model.state_dict())
     result = model.load_state_dict(state, strict=False)
     bad = [k for k in result.missing_keys + result.unexpected_keys if not k.startswith("entropy.")]
     if bad:
@@ -279,6 +319,8 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
                 "entropy_model": cfg.entropy_model,
                 "init_entropy_from_base": cfg.entropy_model == "hierarchical_exact" and cfg.init_entropy,
                 "entropy_config": cfg.entropy_config,
+                "context_hidden": model.config.get("context_hidden"),
+                "base_context_hidden": base_card.get("config", {}).get("context_hidden"),
             },
         },
     }
@@ -307,13 +349,17 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
               type=click.Choice(["hierarchical_exact", "channel_checkerboard"]),
               help="hierarchical_exact: the base model's context model in exact fixed point, fine-tuned from its "
                    "weights; channel_checkerboard: hyperprior + channel groups + checkerboard, trained from scratch.")
-@click.option("--hidden", default=48, show_default=True, type=int, help="Width of the stage nets (channel_checkerboard).")
+@click.option("--hidden", default=None, type=int,
+              help="Width of the stage nets (channel_checkerboard: default 48; hierarchical_exact: default the base's; "
+                   "a larger value widens the base's nets, starting from the same function).")
+@click.option("--family", default=None, type=click.Choice(["gaussian", "laplace"]),
+              help="hierarchical_exact: distribution of a latent given its mean and scale (default: the base's).")
 @click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda...).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/checkpoint.* if present.")
 def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str | None, steps: int, batch_size: int,
                                  crop: int, lr: float, seed: int, threads: int, max_minutes: float | None,
-                                 eval_data: str | None, eval_every: int, entropy_model: str, hidden: int,
-                                 device: str, resume: bool) -> None:
+                                 eval_data: str | None, eval_every: int, entropy_model: str, hidden: int | None,
+                                 family: str | None, device: str, resume: bool) -> None:
     """Retrain only the entropy model of a WaLLoC image codec (encoder and decoder kept).
 
     \b
@@ -324,8 +370,12 @@ def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str 
     cfg = EntropyTrainConfig(data=data, out=out, init_from=init_from, name=name, steps=steps, batch_size=batch_size,
                              crop=crop, lr=lr, seed=seed, threads=threads, max_minutes=max_minutes,
                              eval_data=eval_data, eval_every=eval_every, entropy_model=entropy_model,
-                             entropy_config={"hidden": hidden} if entropy_model == "channel_checkerboard" else {},
+                             entropy_config=({"hidden": hidden or 48} if entropy_model == "channel_checkerboard"
+                                             else {"family": family} if family else {}),
+                             context_hidden=hidden if entropy_model == "hierarchical_exact" else None,
                              device=device)
+    if entropy_model == "channel_checkerboard" and family:
+        raise click.UsageError("--family applies to --entropy-model hierarchical_exact")
     args = [a for a in sys.argv[1:] if a not in ("train", "walloc-image-entropy")]
     command = "codec train walloc-image-entropy " + " ".join(shlex.quote(a) for a in args)
     path = train_entropy(cfg, resume=resume, command=command)

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from ..entropy import Container
 from ..entropy import rans
-from ..entropy.gaussian import FloorSTE, RoundSTE, gaussian_likelihood, mean_scale_tables
+from ..entropy.gaussian import FAMILIES, FloorSTE, RoundSTE, bin_likelihood, mean_scale_tables
 from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms import IWPT, WPT, pad_to_multiple
@@ -284,9 +284,13 @@ class HierarchicalContextModel(nn.Module):
     """
 
     def __init__(self, nd: int, channels: int, levels: int = 3, hidden: int = 64, splits: Sequence[int] | None = None,
-                 scale_min: float = 0.11, scale_max: float = 64.0, num_scales: int = 48) -> None:
+                 scale_min: float = 0.11, scale_max: float = 64.0, num_scales: int = 48, family: str = "gaussian"
+                 ) -> None:
         super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
         self.nd, self.channels, self.levels, self.hidden = nd, channels, levels, hidden
+        self.family = family  # the distribution of a latent given its mean and scale (standard deviation)
         self.splits, self.chunks = channel_chunks(channels, splits)
         self.base_mean = nn.Parameter(torch.zeros(channels))
         self.base_log_scale = nn.Parameter(torch.full((channels,), math.log(8.0)))
@@ -353,13 +357,13 @@ class HierarchicalContextModel(nn.Module):
             m, s = self.params(y_context, i, stages)
             mean[:, a:b] = torch.where(mask, m, mean[:, a:b])
             scale[:, a:b] = torch.where(mask, s, scale[:, a:b])
-        return gaussian_likelihood(y_noisy, mean, scale)
+        return bin_likelihood(y_noisy, mean, scale, self.family)
 
     # -- integer tables ------------------------------------------------------------------
     def update(self, force: bool = True) -> None:
         """Build the integer coding tables (float64): one per (scale, mean fraction) pair."""
         centres = (torch.arange(_MEAN_BINS, dtype=torch.float64) + 0.5) / _MEAN_BINS - 0.5
-        cdfs, lengths, offs = mean_scale_tables(self.scale_table, centres)  # ±6.5 sigma; the rest escapes
+        cdfs, lengths, offs = mean_scale_tables(self.scale_table, centres, family=self.family)  # the rest escapes
         self._cdfs, self._cdf_lengths, self._offsets = cdfs, lengths, offs
         self._prepared = None
 
@@ -548,7 +552,7 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         """
         width = int(_FX_ACT) // self.mean_bins
         centres = (torch.arange(self.mean_bins, dtype=torch.float64) * width - _FX_ACT / 2 + (width - 1) / 2) / _FX_ACT
-        self._cdfs, self._cdf_lengths, self._offsets = mean_scale_tables(self.scale_table, centres)
+        self._cdfs, self._cdf_lengths, self._offsets = mean_scale_tables(self.scale_table, centres, family=self.family)
         self._prepared = None
 
     # -- fixed-point context nets ------------------------------------------------------------
@@ -732,7 +736,9 @@ class WaLLoC(Codec):
             (:class:`~neuralcodec.codecs.channel_context.ChannelCheckerboardModel`: hyperprior,
             channel groups and checkerboard in exact integer arithmetic; 9 streams, batches
             decode in one pass per stage).
-        entropy_config: keyword arguments of the ``channel_checkerboard`` model.
+        entropy_config: keyword arguments of the entropy model (``channel_checkerboard``'s, or
+            ``{"family": "laplace"}`` for a hierarchical model coding with Laplace instead of
+            Gaussian tables).
         init_step: initial quantization step in orthonormal wavelet units.
         dims: spatial dimensions (2 for images).
 
@@ -781,7 +787,8 @@ class WaLLoC(Codec):
             self.decoder.linear.weight.copy_(self.encoder.weight.transpose(0, 1))
         if entropy_model in ("hierarchical", "hierarchical_exact"):
             cls = HierarchicalContextModel if entropy_model == "hierarchical" else ExactHierarchicalContextModel
-            self.entropy = cls(dims, latent_channels, context_levels, context_hidden, context_splits)
+            self.entropy = cls(dims, latent_channels, context_levels, context_hidden, context_splits,
+                               **(entropy_config or {}))
         else:
             self.entropy = ChannelCheckerboardModel(dims, latent_channels, **(entropy_config or {}))
 

@@ -467,6 +467,22 @@ def _get(meta: Any, path: tuple) -> Any:
 # -- through the command line ---------------------------------------------------------------------
 
 
+def _late_video_failure(entry: _Coded) -> bytes:
+    """An 18-frame video (two GOPs of the shipped gop=16) whose second GOP's index digest is flipped:
+    decoding streams the first 16 frames into the output file before the failure."""
+    with torch.inference_mode():
+        c = Container.from_bytes(entry.model.compress(torch.rand(3, 18, 16, 16, generator=torch.Generator().manual_seed(1))))
+    digest = bytearray(c.sections["digest"])
+    digest[-1] ^= 1
+    bad = _reseal(c, sections={**c.sections, "digest": bytes(digest)})
+    streamed = []
+    with pytest.raises(BitstreamError), torch.inference_mode():
+        for piece in entry.model.decompress_stream(bad):
+            streamed.append(piece.shape[1])
+    assert streamed == [16], "the case must fail after a first chunk was decoded, or it tests nothing"
+    return bad
+
+
 CLI_CASES = {
     "truncated": ("walloc-image-16x", lambda e: raw_case(e.blob, "last-section-mid"), ".png", []),
     "bit-flipped": ("walloc-image-16x", lambda e: raw_case(e.blob, "flip-9"), ".png", []),
@@ -475,6 +491,7 @@ CLI_CASES = {
     # the audio and video decoders stream into the output file: a failure must still leave nothing
     "tampered-audio": ("walloc-audio", lambda e: sealed_case(e.container, "zero-largest", e.container), ".wav", []),
     "tampered-video": ("walloc-video", lambda e: sealed_case(e.container, "sflip-1", e.container), ".mkv", []),
+    "video-fails-after-one-gop": ("walloc-video", _late_video_failure, ".mkv", []),
     "foreign-model": ("walloc-audio", lambda e: e.blob, ".wav", ["--model", "walloc-image-16x"]),
 }
 

@@ -403,6 +403,34 @@ def test_file_of_another_model_is_refused(name, case):
         _check(entry, bad, expected)
 
 
+@pytest.mark.parametrize("name", ["walloc-image-16x", "hyperprior-mean-q1", "walloc-video"])
+def test_small_file_claiming_a_large_picture(name):
+    """A consistent forged header (shape, latent size, section layout all agree) claiming 2048x2048
+    pixels over the tiny file's few hundred bytes of streams: refused quickly, nothing huge decoded."""
+    entry = coded(name)
+    c, model = entry.container, entry.model
+    meta = json.loads(json.dumps(c.metadata))
+    m = model.multiple
+    h = w = 2048
+    if name == "walloc-video":
+        frames = 2
+        meta["walloc_video"]["latent"] = [-(-h // m), -(-w // m)]
+        stages = model.intra.num_stages() + (frames - 1) * model.inter.num_stages()
+        # every stream 0 bytes long (varint 0), an all-zero digest per GOP
+        forged = _reseal(c, shape=(3, frames, h, w), metadata=meta,
+                         sections={"index": bytes(stages), "digest": bytes(8), "data": b""})
+    else:
+        key = "walloc" if name == "walloc-image-16x" else "hyperprior"
+        meta[key]["latent"] = [-(-h // m), -(-w // m)] if key == "walloc" else [-(-h // m) * 4, -(-w // m) * 4]
+        sections = dict(c.sections)
+        if key == "walloc":  # one stream per coding stage of the claimed size, recycled from the real ones
+            values = list(c.sections.values())
+            sections = {f"g{i}": values[i % len(values)] for i in range(model.entropy.num_stages(meta[key]["latent"]))}
+        forged = _reseal(c, shape=(3, h, w), metadata=meta, sections=sections)
+    assert len(forged) < 4096
+    _check(entry, forged, BitstreamError, skip=("decode_latents_batch",))
+
+
 def _leaves(value: Any, path: tuple = ()) -> list[tuple]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _leaves(v, path + (k,))] + ([path] if path else [])

@@ -67,9 +67,10 @@ class _Coded:
         with torch.inference_mode():
             self.blob: bytes = self.model.compress(_tiny_input(name))
             self.out_shape = tuple(self.model.decompress(self.blob).shape)
-            self.latent_shape = tuple(self.model.latents(self.blob).shape)
         self.container = Container.from_bytes(self.blob)
         assert self.out_shape == self.container.shape
+        # what every decode path gives for the intact file: the reference for tampered ones
+        self.shapes = {path: tuple(fn(self.blob).shape) for path, fn in _paths(self.model, self.blob).items()}
 
 
 _CACHE: dict[str, _Coded] = {}
@@ -289,7 +290,13 @@ def _paths(model: Any, good: bytes) -> dict[str, Callable[[bytes], Any]]:
     paths["decode_latents"] = lambda blob: decode_latents(model, [blob])[0]
     paths["decode_latents_batch"] = lambda blob: decode_latents(model, [good, blob, good])[1]
     paths["decode_media"] = lambda blob: decode_media(model, [blob], decode_latents(model, [blob]))[0]
+    if hasattr(model, "tokens"):  # token codecs: the tokens, and the file cut to fewer quantizers
+        paths["tokens"] = model.tokens
+        paths["truncate_decompress"] = lambda blob: model.decompress(model.truncate(blob, 2))
     return paths
+
+
+MEDIA_PATHS = ("decompress", "decompress_stream", "decode_media", "truncate_decompress")
 
 
 def _declared_shape(blob: bytes) -> tuple[int, ...] | None:
@@ -321,9 +328,9 @@ def _check(entry: _Coded, blob: bytes, must_raise: type | None, unchanged_header
             continue
         if not bool(torch.isfinite(value.float()).all()):
             problems.append(f"{path}: non-finite values")
-        if path in ("latents", "decode_latents", "decode_latents_batch"):
-            if unchanged_header and tuple(value.shape) != entry.latent_shape:
-                problems.append(f"{path}: latent shape {tuple(value.shape)}, the file's is {entry.latent_shape}")
+        if path not in MEDIA_PATHS:
+            if unchanged_header and tuple(value.shape) != entry.shapes[path]:
+                problems.append(f"{path}: shape {tuple(value.shape)}, the intact file's is {entry.shapes[path]}")
         elif tuple(value.shape) != _declared_shape(blob):
             problems.append(f"{path}: shape {tuple(value.shape)}, the file declares {_declared_shape(blob)}")
     assert not problems, "; ".join(problems)

@@ -1,7 +1,9 @@
 """Robustness of every decoder path of the shipped models against damaged and tampered files.
 
 Each shipped model codes one tiny input; then a fixed, seeded set of corruptions of its
-``.ncf`` bytes goes through ``decompress``, ``latents`` and (audio, video) ``decompress_stream``.
+``.ncf`` bytes goes through every decode path: ``decompress``, ``latents``, ``decompress_stream``
+(audio, video), ``tokens`` and ``truncate`` (token codec), and the training loader's batched
+``decode_latents`` (alone and between good files) and ``decode_media``.
 
 * **raw** damage (truncation, bit flips, zeroed bytes, appended garbage, empty file): the
   container's CRC32 sees it, so the decoder must raise :class:`neuralcodec.BitstreamError`.

@@ -706,8 +706,8 @@ class ExactHierarchicalContextModel(HierarchicalContextModel):
         for n, (got, want) in enumerate(zip(self._digests(used, batch), digests)):
             if got != want:
                 raise ModelMismatchError(
-                    f"the entropy model's table indexes recomputed here differ from the encoder's (item {n}); "
-                    "refusing to decode into garbage"
+                    f"the entropy model's table indexes recomputed here differ from the encoder's (item {n}): "
+                    "a corrupted file, or a platform or weights difference; refusing to decode into garbage"
                 )
         return q[0] if single else q
 
@@ -860,8 +860,11 @@ class WaLLoC(Codec):
     def quantized_latents(self, x: Tensor) -> Tensor:
         """Integer latents (as float) of ``(B, C, H, W)`` images in [0, 1], any size.
 
-        Images are padded (reflect) to a multiple of ``2**levels``.
+        Images are padded (reflect) to a multiple of ``2**levels``. NaN or infinite pixels are
+        a ``ValueError`` (they would otherwise become out-of-range integers).
         """
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("image contains NaN or infinite values")
         rgb, _, _ = self._prepare(x)
         rgb = rgb.float()
         lo, hi = torch.aminmax(rgb)

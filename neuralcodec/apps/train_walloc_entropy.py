@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-__all__ = ["EntropyTrainConfig", "train_entropy", "walloc_image_entropy_command", "image_latents", "grow_state"]
+__all__ = ["EntropyTrainConfig", "train_entropy", "walloc_image_entropy_command", "image_latents", "grow_state",
+           "refine_chunks_state"]
 
 
 @dataclass
@@ -65,6 +66,7 @@ class EntropyTrainConfig:
     checkpoint_every: int = 250
     entropy_config: dict[str, Any] = field(default_factory=dict)  # e.g. {"family": "laplace"}
     context_hidden: int | None = None  # hierarchical_exact: widen the base's context nets to this
+    context_splits: list[int] | None = None  # hierarchical_exact: finer channel chunks than the base's
     device: str = "cpu"  # "cuda" trains on the GPU; latents are computed on the CPU, the export is a CPU model
 
 
@@ -138,6 +140,58 @@ def grow_state(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
     return out
 
 
+def refine_chunks_state(base: dict[str, torch.Tensor], base_chunks: list[tuple[int, int]],
+                        chunks: list[tuple[int, int]], groups: int, prefix: str = "entropy.nets."
+                        ) -> dict[str, torch.Tensor]:
+    """Stage nets of a hierarchical context model re-cut to finer channel ``chunks``, same function.
+
+    Each new chunk lies inside a base chunk; its net starts as the base chunk's net: the same
+    hidden layers, the output rows of its own channels, and zero weights on the earlier
+    channels it may now read (``conv_prior`` inputs the base net did not have). So the model
+    starts with the base's code lengths, and training teaches it to use the extra context.
+    The first chunk of the coarse lattice has no net (per-channel constants) and cannot be cut.
+
+    >>> net = {"conv1.weight": torch.ones(1, 3, 3, 3), "conv1.bias": torch.zeros(1), "conv2.weight":
+    ...        torch.ones(1, 1, 3, 3), "conv2.bias": torch.zeros(1), "conv_prior.weight": torch.ones(1, 1, 3, 3),
+    ...        "conv_prior.bias": torch.zeros(1), "out.weight": torch.ones(4, 1, 1, 1), "out.bias": torch.arange(4.0)}
+    >>> state = {"entropy.nets.0." + k: v for k, v in net.items()}
+    >>> new = refine_chunks_state(state, [(0, 1), (1, 3)], [(0, 1), (1, 2), (2, 3)], groups=1)
+    >>> new["entropy.nets.0.out.bias"].tolist(), new["entropy.nets.1.out.bias"].tolist()
+    ([0.0, 2.0], [1.0, 3.0])
+    """
+    def stage_list(ch: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(g, c) for g in range(groups) for c in range(len(ch)) if (g, c) != (0, 0)]
+
+    if chunks[0][1] != base_chunks[0][1] and groups:
+        raise click.ClickException("the first channel chunk has no net on the coarse lattice and cannot be split")
+    old_index = {gc: i for i, gc in enumerate(stage_list(base_chunks))}
+    out = {k: v for k, v in base.items() if not k.startswith(prefix)}
+    for i, (g, c) in enumerate(stage_list(chunks)):
+        a, b = chunks[c]
+        parent = [k for k, (pa, pb) in enumerate(base_chunks) if pa <= a and b <= pb]
+        if not parent:
+            raise click.ClickException(f"channel chunk {chunks[c]} does not lie inside one of {base_chunks}")
+        pa, pb = base_chunks[parent[0]]
+        src = f"{prefix}{old_index[(g, parent[0])]}."
+        dst = f"{prefix}{i}."
+        for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
+            out[dst + name] = base[src + name].clone()
+        hidden = base[src + "conv1.weight"].shape[0]
+        kernel = base[src + "conv1.weight"].shape[2:]
+        if a:  # earlier channels at the same positions: the base's (pa of them), the rest silent
+            w = base[src + "conv1.weight"].new_zeros((hidden, a, *kernel))
+            bias = base[src + "conv1.bias"].new_zeros(hidden)
+            if pa:
+                w[:, :pa] = base[src + "conv_prior.weight"]
+                bias = base[src + "conv_prior.bias"].clone()
+            out[dst + "conv_prior.weight"], out[dst + "conv_prior.bias"] = w, bias
+        width = pb - pa
+        rows = list(range(a - pa, b - pa)) + [width + r for r in range(a - pa, b - pa)]
+        out[dst + "out.weight"] = base[src + "out.weight"][rows].clone()
+        out[dst + "out.bias"] = base[src + "out.bias"][rows].clone()
+    return out
+
+
 def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
     from ..codecs.registry import build, read_card
 
@@ -159,6 +213,8 @@ def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
         family = cfg.entropy_config.get("family", base_family)
         if cfg.context_hidden is not None:
             config["context_hidden"] = cfg.context_hidden
+        if cfg.context_splits is not None:
+            config["context_splits"] = list(cfg.context_splits)
         model = build("walloc", {**config, "entropy_model": cfg.entropy_model,
                                  "entropy_config": {"family": family} if family != "gaussian" else {}})
     else:
@@ -171,6 +227,12 @@ def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
     else:
         # The coding tables follow the model's own family (built by its update()), not the base's.
         state = {k: v for k, v in state.items() if k.split(".")[-1] not in ("_cdfs", "_cdf_lengths", "_offsets")}
+        if cfg.context_splits is not None:
+            from ..codecs.walloc import channel_chunks, coding_groups
+
+            base_chunks = channel_chunks(model.latent_channels, card["config"].get("context_splits"))[1]
+            groups = len(coding_groups((1,) * model.nd, model.entropy.levels))
+            state = refine_chunks_state(state, base_chunks, model.entropy.chunks, groups)
         state = grow_state(state, model.state_dict())
     result = model.load_state_dict(state, strict=False)
     bad = [k for k in result.missing_keys + result.unexpected_keys if not k.startswith("entropy.")]
@@ -320,6 +382,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
                 "init_entropy_from_base": cfg.entropy_model == "hierarchical_exact" and cfg.init_entropy,
                 "entropy_config": cfg.entropy_config,
                 "context_hidden": model.config.get("context_hidden"),
+                "context_splits": model.config.get("context_splits"),
                 "base_context_hidden": base_card.get("config", {}).get("context_hidden"),
             },
         },
@@ -352,6 +415,8 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
 @click.option("--hidden", default=None, type=int,
               help="Width of the stage nets (channel_checkerboard: default 48; hierarchical_exact: default the base's; "
                    "a larger value widens the base's nets, starting from the same function).")
+@click.option("--splits", default=None,
+              help="hierarchical_exact: channel chunk boundaries, e.g. 2,4,6,9, refining the base's (default: the base's).")
 @click.option("--family", default=None, type=click.Choice(["gaussian", "laplace"]),
               help="hierarchical_exact: distribution of a latent given its mean and scale (default: the base's).")
 @click.option("--device", default="cpu", show_default=True, help="Training device (cpu, cuda...).")
@@ -359,7 +424,7 @@ def train_entropy(cfg: EntropyTrainConfig, resume: bool = False, progress: bool 
 def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str | None, steps: int, batch_size: int,
                                  crop: int, lr: float, seed: int, threads: int, max_minutes: float | None,
                                  eval_data: str | None, eval_every: int, entropy_model: str, hidden: int | None,
-                                 family: str | None, device: str, resume: bool) -> None:
+                                 splits: str | None, family: str | None, device: str, resume: bool) -> None:
     """Retrain only the entropy model of a WaLLoC image codec (encoder and decoder kept).
 
     \b
@@ -373,6 +438,7 @@ def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str 
                              entropy_config=({"hidden": hidden or 48} if entropy_model == "channel_checkerboard"
                                              else {"family": family} if family else {}),
                              context_hidden=hidden if entropy_model == "hierarchical_exact" else None,
+                             context_splits=[int(v) for v in splits.split(",")] if splits else None,
                              device=device)
     if entropy_model == "channel_checkerboard" and family:
         raise click.UsageError("--family applies to --entropy-model hierarchical_exact")

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from ..entropy import Container
 from ..entropy import rans
-from ..entropy.gaussian import FAMILIES, FloorSTE, RoundSTE, bin_likelihood, mean_scale_tables
+from ..entropy.gaussian import FloorSTE, RoundSTE, bin_likelihood, check_family, mean_scale_tables
 from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms import IWPT, WPT, pad_to_multiple
@@ -287,10 +287,8 @@ class HierarchicalContextModel(nn.Module):
                  scale_min: float = 0.11, scale_max: float = 64.0, num_scales: int = 48, family: str = "gaussian"
                  ) -> None:
         super().__init__()
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
         self.nd, self.channels, self.levels, self.hidden = nd, channels, levels, hidden
-        self.family = family  # the distribution of a latent given its mean and scale (standard deviation)
+        self.family = check_family(family)  # the distribution of a latent given its mean and scale (standard deviation)
         self.splits, self.chunks = channel_chunks(channels, splits)
         self.base_mean = nn.Parameter(torch.zeros(channels))
         self.base_log_scale = nn.Parameter(torch.full((channels,), math.log(8.0)))

@@ -4,11 +4,11 @@
   unit bin; :func:`bin_likelihood` picks one by family name (:data:`FAMILIES`).
 * :func:`mean_scale_tables`: the integer coding tables, one per (scale, mean fraction) pair,
   that the exact context models index at coding time (Gaussian or Laplace).
+* :class:`RoundSTE` / :class:`FloorSTE`: rounding with a straight-through gradient, used to
+  simulate fixed-point arithmetic in training.
 
 ``scale`` is the standard deviation in both families, so a model trained with one family
 starts close to right with the other (a Laplace of standard deviation ``s`` has ``b = s/√2``).
-* :class:`RoundSTE` / :class:`FloorSTE`: rounding with a straight-through gradient, used to
-  simulate fixed-point arithmetic in training.
 """
 
 from __future__ import annotations
@@ -26,6 +26,17 @@ FAMILIES = ("gaussian", "laplace")
 # Table support in standard deviations: the Laplace tail is heavier (its mass beyond 8 sd is
 # 1.2e-5; the Gaussian's beyond 6.5 sd is 8e-11); values outside escape.
 TABLE_SDS = {"gaussian": 6.5, "laplace": 8.0}
+
+
+def check_family(family: str) -> str:
+    """``family`` if it is one of :data:`FAMILIES`, else a ``ValueError`` that lists them.
+
+    >>> check_family("laplace")
+    'laplace'
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return family
 
 
 def gaussian_likelihood(y: Tensor, mean: Tensor, scale: Tensor, bound: float = LIKELIHOOD_BOUND) -> Tensor:
@@ -72,17 +83,8 @@ def bin_likelihood(y: Tensor, mean: Tensor, scale: Tensor, family: str = "gaussi
     >>> bool(bin_likelihood(y, m, s, "laplace") < bin_likelihood(y, m, s, "gaussian"))
     True
     """
-    if family == "gaussian":
-        return gaussian_likelihood(y, mean, scale, bound)
-    if family == "laplace":
-        return laplace_likelihood(y, mean, scale, bound)
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-
-
-def _laplace_cdf(x: Tensor) -> Tensor:
-    """CDF of the unit-variance Laplace (``b = 1/√2``)."""
-    e = 0.5 * torch.exp(-x.abs() / _K)
-    return torch.where(x < 0, e, 1.0 - e)
+    fn = laplace_likelihood if check_family(family) == "laplace" else gaussian_likelihood
+    return fn(y, mean, scale, bound)
 
 
 def mean_scale_tables(scales: Tensor, centres: Tensor, sigmas: float | None = None, family: str = "gaussian"
@@ -104,22 +106,19 @@ def mean_scale_tables(scales: Tensor, centres: Tensor, sigmas: float | None = No
     >>> mean_scale_tables(torch.tensor([0.5, 2.0]), torch.tensor([0.0]), family="laplace")[2].tolist()
     [-5, -17]
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    check_family(family)
     sigmas = TABLE_SDS[family] if sigmas is None else sigmas
     scales = scales.detach().to("cpu", torch.float64).reshape(-1)
     centres = centres.detach().to("cpu", torch.float64).reshape(-1)
     halves = torch.ceil(scales * sigmas).long() + 1
     top = int(halves.max())
     v = torch.arange(-top, top + 1, dtype=torch.float64)
-    # (scales, centres, values); each tail on the side where erfc is accurate.
-    u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
-    half_bin = 0.5 / scales[:, None, None]
-    if family == "laplace":
-        # each side of the mean from the tail that is accurate there
-        hi, lo = u + half_bin, u - half_bin
-        pmf = torch.where(u > 0, _laplace_cdf(-lo) - _laplace_cdf(-hi), _laplace_cdf(hi) - _laplace_cdf(lo))
-    else:
+    # (scales, centres, values)
+    if family == "laplace":  # the training likelihood itself, in float64 (accurate in both tails)
+        pmf = laplace_likelihood(v[None, None, :], centres[None, :, None], scales[:, None, None], bound=0.0)
+    else:  # each tail on the side where erfc is accurate
+        u = (v[None, None, :] - centres[None, :, None]) / scales[:, None, None]
+        half_bin = 0.5 / scales[:, None, None]
         pmf = torch.where(
             u > 0,
             0.5 * torch.erfc((u - half_bin) * _K) - 0.5 * torch.erfc((u + half_bin) * _K),

@@ -344,3 +344,24 @@ def test_widened_context_model_starts_from_the_same_function(tmp_path, splits):
             assert all(abs(a - b) <= 4 * 35 for a, b in zip(size, want))
     blob = wide.compress(smooth_images(1, 32, 48, seed=4)[0])
     assert torch.equal(wide.latents(blob), wide.quantized_latents(smooth_images(1, 32, 48, seed=4))[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--splits", "2,x"], "comma-separated"),
+    (["--splits", "6,2"], "bad channel splits"),
+    (["--entropy-model", "channel_checkerboard", "--splits", "2,4"], "apply to --entropy-model hierarchical_exact"),
+    (["--entropy-model", "channel_checkerboard", "--family", "laplace"], "apply to --entropy-model hierarchical_exact"),
+])
+def test_cli_rejects_bad_splits_and_options_with_a_usage_message(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from neuralcodec.apps.train_walloc_entropy import walloc_image_entropy_command
+
+    data = tmp_path / "data"
+    data.mkdir()
+    result = CliRunner().invoke(walloc_image_entropy_command, [
+        "--init-from", "walloc-image-16x", "--data", str(data), "--out", str(tmp_path / "out"), "--steps", "1", *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.safetensors"))

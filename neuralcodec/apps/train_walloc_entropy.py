@@ -215,8 +215,11 @@ def _build(cfg: EntropyTrainConfig) -> tuple[Any, dict[str, Any]]:
             config["context_hidden"] = cfg.context_hidden
         if cfg.context_splits is not None:
             config["context_splits"] = list(cfg.context_splits)
-        model = build("walloc", {**config, "entropy_model": cfg.entropy_model,
-                                 "entropy_config": {"family": family} if family != "gaussian" else {}})
+        try:
+            model = build("walloc", {**config, "entropy_model": cfg.entropy_model,
+                                     "entropy_config": {"family": family} if family != "gaussian" else {}})
+        except ValueError as e:  # e.g. channel splits out of order or out of range
+            raise click.ClickException(str(e)) from None
     else:
         raise click.ClickException(f"unknown entropy model {cfg.entropy_model!r}")
     state = load_file(str(weights))
@@ -432,16 +435,20 @@ def walloc_image_entropy_command(init_from: str, data: str, out: str, name: str 
       codec train walloc-image-entropy --init-from walloc-image-16x \\
           --data ../shared/data/images/train --out runs/walloc-image-16x-cc --steps 3000
     """
+    if entropy_model == "channel_checkerboard" and (family or splits):
+        raise click.UsageError("--family and --splits apply to --entropy-model hierarchical_exact")
+    try:
+        context_splits = [int(v) for v in splits.split(",")] if splits else None
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated channel indexes such as 2,4,6,9, got {splits!r}",
+                                 param_hint="--splits") from None
     cfg = EntropyTrainConfig(data=data, out=out, init_from=init_from, name=name, steps=steps, batch_size=batch_size,
                              crop=crop, lr=lr, seed=seed, threads=threads, max_minutes=max_minutes,
                              eval_data=eval_data, eval_every=eval_every, entropy_model=entropy_model,
                              entropy_config=({"hidden": hidden or 48} if entropy_model == "channel_checkerboard"
                                              else {"family": family} if family else {}),
                              context_hidden=hidden if entropy_model == "hierarchical_exact" else None,
-                             context_splits=[int(v) for v in splits.split(",")] if splits else None,
-                             device=device)
-    if entropy_model == "channel_checkerboard" and family:
-        raise click.UsageError("--family applies to --entropy-model hierarchical_exact")
+                             context_splits=context_splits, device=device)
     args = [a for a in sys.argv[1:] if a not in ("train", "walloc-image-entropy")]
     command = "codec train walloc-image-entropy " + " ".join(shlex.quote(a) for a in args)
     path = train_entropy(cfg, resume=resume, command=command)

@@ -58,7 +58,8 @@ from ..entropy.tables import tensor_hash
 from ..errors import BitstreamError, ModelMismatchError
 from ..transforms.wavelets import crop_to, pad_to_multiple
 from .base import Codec
-from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
+from .image_modes import (alpha_section, gray_content, image_header, open_image_container, restore_image_mode,
+                          split_image_modes)
 from .registry import register_architecture
 
 __all__ = ["HyperpriorCodec", "FixedPointSynthesis", "VARIANTS"]
@@ -344,7 +345,8 @@ class HyperpriorCodec(Codec):
         if x.dim() != 4 or min(x.shape[2:]) < 1:
             raise ValueError(f"expected (B, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
         x = x.to(self.device)
-        _, alpha, mode = self._prepare(x)
+        rgb, alpha, mode = self._prepare(x)
+        gray = gray_content(rgb)
         enc = self.encode_latents(x)
         z_streams = self.entropy_bottleneck._encode_batch(
             enc["z_symbols"], self.entropy_bottleneck.build_indexes(enc["z_symbols"].shape, enc["z_symbols"].device))
@@ -356,8 +358,8 @@ class HyperpriorCodec(Codec):
                 sections["alpha"] = alpha_section(alpha[b])
             meta = dict(metadata or {})
             means_b = None if enc["means"] is None else enc["means"][b]
-            meta["hyperprior"] = {"mode": mode, "latent": list(enc["y_symbols"].shape[2:]),
-                                  "digest": self._digest(enc["indexes"][b], means_b)}
+            meta["hyperprior"] = image_header(mode, list(enc["y_symbols"].shape[2:]),
+                                              self._digest(enc["indexes"][b], means_b), gray[b])
             blobs.append(
                 Container(self.name, self.weights_hash(), self.modality, tuple(x.shape[1:]), meta, sections).to_bytes()
             )
@@ -412,4 +414,4 @@ class HyperpriorCodec(Codec):
         y_hat, c, info = self._latents_one(blob)
         chans, h, w = c.shape
         rgb = crop_to(self.g_s(y_hat.unsqueeze(0)), (h, w))[0].clamp(0, 1)
-        return restore_image_mode(rgb, info["mode"], c)
+        return restore_image_mode(rgb, info["mode"], c, gray=info.get("gray", False))

@@ -2,7 +2,10 @@
 
 The image networks see RGB only: gray goes through as RGB and comes back as the channel
 mean; RGBA sends RGB through the network and keeps its alpha plane losslessly (zlib of the
-8-bit values) in a section named ``alpha``.
+8-bit values) in a section named ``alpha``. An RGB(A) image whose three colour planes are
+identical (a black-and-white photo saved as RGB) is marked ``"gray": true`` in the header and
+decodes to identical planes too (the channel mean), like a gray image: the network's small
+colour errors on such an image are pure distortion.
 
 >>> import torch
 >>> rgb, alpha, mode = split_image_modes(torch.rand(2, 4, 5, 6))
@@ -37,16 +40,39 @@ def split_image_modes(x: Tensor) -> tuple[Tensor, Tensor | None, str]:
     raise ValueError(f"expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
 
 
+def gray_content(rgb: Tensor) -> list[bool]:
+    """Per item of ``(B, 3, H, W)``: are the three colour planes exactly equal?
+
+    >>> gray_content(torch.rand(1, 1, 2, 2).expand(2, 3, 2, 2)), gray_content(torch.rand(1, 3, 2, 2))
+    ([True, True], [False])
+    """
+    same = (rgb[:, 0] == rgb[:, 1]) & (rgb[:, 1] == rgb[:, 2])
+    return [bool(v) for v in same.flatten(1).all(1)]
+
+
+def image_header(mode: str, latent: list[int], digest: str, gray: bool) -> dict[str, Any]:
+    """The image codecs' metadata entry; ``gray`` is written only when true (colour files are unchanged)."""
+    info: dict[str, Any] = {"mode": mode, "latent": latent, "digest": digest}
+    if gray and mode != "L":
+        info["gray"] = True
+    return info
+
+
 def alpha_section(alpha: Tensor) -> bytes:
     """One image's ``(H, W)`` alpha plane in [0, 1] -> the lossless ``alpha`` section (zlib of uint8)."""
     a8 = torch.round(alpha.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().tobytes()
     return zlib.compress(a8, 9)
 
 
-def restore_image_mode(rgb: Tensor, mode: str, container: Container) -> Tensor:
-    """Decoded ``(3, H, W)`` RGB -> the encoder input's mode (gray: channel mean; RGBA: add alpha)."""
+def restore_image_mode(rgb: Tensor, mode: str, container: Container, gray: bool = False) -> Tensor:
+    """Decoded ``(3, H, W)`` RGB -> the encoder input's mode (gray: channel mean; RGBA: add alpha).
+
+    ``gray``: the encoder's RGB planes were identical, so the output's are too (their mean).
+    """
     if mode == "L":
         return rgb.mean(0, keepdim=True)
+    if gray:
+        rgb = rgb.mean(0, keepdim=True).expand(3, -1, -1)
     if mode != "RGBA":
         return rgb
     h, w = rgb.shape[1:]
@@ -65,7 +91,8 @@ def open_image_container(
 ) -> tuple[Container, dict[str, Any]]:
     """Parse an image ``.ncf`` made by ``codec`` and check its header before any decoding.
 
-    ``key`` names the codec's metadata entry (``{"mode", "latent", "digest"}``), ``label`` is
+    ``key`` names the codec's metadata entry (``{"mode", "latent", "digest"}`` and an optional
+    ``"gray": true``), ``label`` is
     the codec family for messages, ``latent_size(h, w)`` the latent size the image implies.
     Raises :class:`~neuralcodec.ModelMismatchError` for another model's file and
     :class:`~neuralcodec.BitstreamError` for anything inconsistent.
@@ -77,9 +104,11 @@ def open_image_container(
     if c.modality != "image" or not isinstance(info, dict) or len(shape) != 3:
         raise BitstreamError(f"not a {label} image file (missing or malformed '{key}' metadata)")
     mode, latent, digest = info.get("mode"), info.get("latent"), info.get("digest")
+    if set(info) - {"mode", "latent", "digest", "gray"} or info.get("gray", True) is not True:
+        raise BitstreamError(f"malformed '{key}' metadata")
     # the header is untrusted JSON: a list or object as the mode must not reach the dict lookup
     chans = CHANNELS_OF_MODE.get(mode) if isinstance(mode, str) else None
-    if chans is None or shape[0] != chans:
+    if chans is None or shape[0] != chans or (mode == "L" and "gray" in info):
         raise BitstreamError(f"bad image mode {mode!r} for shape {shape}")
     h, w = shape[1], shape[2]
     if h * w > MAX_PIXELS:

@@ -66,7 +66,8 @@ from ..transforms import IWPT, WPT, pad_to_multiple
 from .base import Codec
 from .channel_context import ChannelCheckerboardModel
 from .exact import exact_conv_mode, exact_dtype
-from .image_modes import alpha_section, open_image_container, restore_image_mode, split_image_modes
+from .image_modes import (alpha_section, gray_content, image_header, open_image_container, restore_image_mode,
+                          split_image_modes)
 from .registry import register_architecture
 
 __all__ = ["WaLLoC", "SoftClipCompander", "HierarchicalContextModel", "ExactHierarchicalContextModel", "LatentDecoder",
@@ -887,7 +888,8 @@ class WaLLoC(Codec):
         if x.dim() != 4 or min(x.shape[2:]) < 1:
             raise ValueError(f"expected (B, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
         x = x.to(self.device)
-        _, alpha, mode = self._prepare(x)
+        rgb, alpha, mode = self._prepare(x)
+        gray = gray_content(rgb)
         q = self.quantized_latents(x)
         if getattr(self.entropy, "batch_exact", False):  # exact integer nets: the batch in one pass
             streams, digests = self.entropy.compress(q)
@@ -906,7 +908,7 @@ class WaLLoC(Codec):
             if alpha is not None:
                 sections["alpha"] = alpha_section(alpha[b])
             meta = dict(meta_base)
-            meta["walloc"] = {"mode": mode, "latent": list(q.shape[2:]), "digest": digests[b]}
+            meta["walloc"] = image_header(mode, list(q.shape[2:]), digests[b], gray[b])
             blobs.append(
                 Container(self.name, self.weights_hash(), self.modality, tuple(x.shape[1:]), meta, sections).to_bytes()
             )
@@ -963,4 +965,4 @@ class WaLLoC(Codec):
         chans, h, w = c.shape
         rgb = self.synthesis(q.unsqueeze(0))[0].clamp(0, 1)
         rgb = rgb[:, :h, :w]
-        return restore_image_mode(rgb, info["mode"], c)
+        return restore_image_mode(rgb, info["mode"], c, gray=info.get("gray", False))

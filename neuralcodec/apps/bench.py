@@ -30,6 +30,12 @@ Codecs are named in ``codecs``:
 * a family of models, one point per model: ``"label=name1+name2+name3"`` (or
   ``"name1+name2"``, labelled by the first name) or, from Python, a list of names.
 
+``encode_options`` (``--encode-option LABEL:KEY=VALUE``) passes keyword arguments to a
+neural codec's ``compress``, e.g. ``{"hp-refined": {"refine_steps": 40}}`` with
+``"hp-refined=hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3"``: the same models
+as another curve of the run, encoded with more effort. The options are stored in the
+codec's results JSON.
+
 Rates count the actual bytes: images ``bpp = 8 * bytes / (H * W)`` with the whole file
 or ``.ncf`` blob; audio ``kbps`` from the raw codec packets for the classical codecs (a
 ``kbps-file`` column keeps the whole file) and from the whole ``.ncf`` blob for neural
@@ -273,6 +279,7 @@ class CodecSpec:
     description: str = ""
     quality_name: str = "quality"
     error: str | None = None
+    options: dict = field(default_factory=dict)  # keyword arguments of a neural codec's compress
 
 
 def _safe_label(label: str) -> str:
@@ -344,7 +351,8 @@ class _NeuralRunner:
             out.extend((name, q) for q in qs) if qs else out.append((name, None))
         return out
 
-    def run(self, name: str, quality: Any, path: str, modality: str, max_seconds: float | None) -> dict:
+    def run(self, name: str, quality: Any, path: str, modality: str, max_seconds: float | None,
+            options: dict | None = None) -> dict:
         import torch
 
         record: dict[str, Any] = {}
@@ -362,7 +370,7 @@ class _NeuralRunner:
                     import torchaudio.functional as AF
 
                     x = AF.resample(x, media.sample_rate, int(model_rate))
-            kwargs = {} if quality is None else {"quality": quality}
+            kwargs = dict(options or {}) if quality is None else {**(options or {}), "quality": quality}
             with torch.inference_mode():
                 _sync(self.device)
                 t0 = time.perf_counter()
@@ -464,7 +472,8 @@ def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: 
     }[modality]
     latest: dict[tuple[str, str], dict] = {}
     for r in records:
-        latest[(r.get("file"), _qkey(r.get("quality")))] = r
+        if r.get("file") == "*" or r.get("options", {}) == spec.options:
+            latest[(r.get("file"), _qkey(r.get("quality")))] = r
     results: dict[str, list] = {"quality": []}
     for k in keys + TIME_KEYS:
         results[k] = []
@@ -501,6 +510,7 @@ def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: 
         "files": len(files),
         "results": results,
         "errors": errors,
+        **({"encode_options": spec.options} if spec.options else {}),
     }
 
 
@@ -731,6 +741,7 @@ def run_rd(
     device: str = "cpu",
     plots: bool = True,
     progress: bool = True,
+    encode_options: dict[str, dict] | None = None,
 ) -> dict:
     """Run the rate-distortion benchmark; returns a summary dict (see the module docstring).
 
@@ -747,6 +758,13 @@ def run_rd(
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"two codecs share a label: {labels}")
+    for label, opts in (encode_options or {}).items():
+        spec = next((s for s in specs if s.label == label), None)
+        if spec is None:
+            raise ValueError(f"encode options for {label!r}, which is not one of the codecs {labels}")
+        if spec.kind not in ("neural", "family"):
+            raise ValueError(f"encode options apply to neural codecs; {label!r} is {spec.kind}")
+        spec.options = dict(opts)
     anchor = anchor or specs[0].label
 
     runner = _NeuralRunner(device)
@@ -756,7 +774,8 @@ def run_rd(
         if not resume and logs[s.label].exists():
             logs[s.label].unlink()
         done[s.label] = {
-            (r.get("file"), _qkey(r.get("quality"))) for r in _read_log(logs[s.label]) if not r.get("error")
+            (r.get("file"), _qkey(r.get("quality"))) for r in _read_log(logs[s.label])
+            if not r.get("error") and r.get("options", {}) == s.options  # other options: run again
         }
 
     def append(label: str, record: dict) -> None:
@@ -803,6 +822,8 @@ def run_rd(
 
     def finish(s: CodecSpec, point_label: Any, f: str, record: dict) -> None:
         record = {"codec": s.label, "file": f, "quality": point_label, **record}
+        if s.options:
+            record["options"] = s.options
         append(s.label, record)
         bar.update(1)
         if record.get("error"):
@@ -840,7 +861,7 @@ def run_rd(
         finally:
             torch.set_num_threads(threads)
     for s, point_label, (model, q), f in neural_tasks:
-        finish(s, point_label, f, runner.run(model, q, str(data / f), modality, max_seconds))
+        finish(s, point_label, f, runner.run(model, q, str(data / f), modality, max_seconds, s.options))
     bar.close()
 
     entries = []
@@ -1035,8 +1056,30 @@ def _click_group():
     @click.option("--max-seconds", default=None, type=float, help="audio/video: use only the first S seconds of each file")
     @click.option("--device", default="cpu", show_default=True, help="device for neural codecs")
     @click.option("--no-plots", is_flag=True, help="skip the matplotlib plots")
-    def rd_command(data, codecs, out, anchor, resume, jobs, limit, quality_opts, max_seconds, device, no_plots) -> None:
-        """Rate-distortion curves, BD-rate table and plots for every codec on every file."""
+    @click.option("--encode-option", "encode_opts", multiple=True, metavar="LABEL:KEY=VALUE",
+                  help="keyword argument of a neural codec's compress, e.g. hp-refined:refine_steps=40")
+    def rd_command(data, codecs, out, anchor, resume, jobs, limit, quality_opts, max_seconds, device, no_plots,
+                   encode_opts) -> None:
+        """Rate-distortion curves, BD-rate table and plots for every codec on every file.
+
+        \b
+        Example (the hyperprior family, plain and with 40 refinement steps, against JPEG):
+          codec bench rd --data ../shared/data/images/eval24 --out results --anchor jpeg \\
+              --codecs jpeg,hp=hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3,\\
+          hp-refined=hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3 \\
+              --encode-option hp-refined:refine_steps=40
+        """
+        encode_options: dict[str, dict] = {}
+        for opt in encode_opts:
+            label, _, assignment = opt.partition(":")
+            key, _, value = assignment.partition("=")
+            if not (label and key.isidentifier() and value):
+                raise click.BadParameter(f"expected LABEL:KEY=VALUE, got {opt!r}", param_hint="--encode-option")
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = value  # a bare word: a string
+            encode_options.setdefault(label, {})[key] = parsed
         qualities = {}
         for opt in quality_opts:
             name, _, values = opt.partition("=")
@@ -1047,10 +1090,14 @@ def _click_group():
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--quality") from e
         names = [c.strip() for c in codecs.split(",") if c.strip()]
-        summary = run_rd(
-            data, names, out, anchor=anchor, resume=resume, jobs=jobs, limit=limit,
-            qualities=qualities, max_seconds=max_seconds, device=device, plots=not no_plots,
-        )
+        try:
+            summary = run_rd(
+                data, names, out, anchor=anchor, resume=resume, jobs=jobs, limit=limit,
+                qualities=qualities, max_seconds=max_seconds, device=device, plots=not no_plots,
+                encode_options=encode_options,
+            )
+        except ValueError as e:  # a bad codec list or options, found before any work
+            raise click.UsageError(str(e)) from None
         click.echo(summary["bd_markdown"])
         for label, path in summary["codecs"].items():
             click.echo(f"{label}: {path}")

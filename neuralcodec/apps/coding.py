@@ -222,7 +222,8 @@ def _human_bytes(n: int) -> str:
 @click.option("-f", "--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file lines.")
 @click.option("--quantizers", "num_quantizers", default=None, type=click.IntRange(min=1), help="Token codecs (walloc-audio-rvq): number of residual quantizers, i.e. the bitrate. Default: all.")
-def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool, num_quantizers: int | None = None) -> None:
+@click.option("--refine-steps", default=None, type=click.IntRange(min=0), help="Hyperprior models: optimise each image's latents for its own rate-distortion loss this many steps before coding (smaller files, same decoder; about 0.5 s per step for a 768x512 image on 2 CPU cores). Default: 0.")
+def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | None, device: str, overwrite: bool, quiet: bool, num_quantizers: int | None = None, refine_steps: int | None = None) -> None:
     """Compress images, audio or video files (or directories of them) to .ncf files.
 
     \b
@@ -230,6 +231,7 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
       codec encode photos/ -o compressed/        # mirrors photos/a.png -> compressed/a.ncf
       codec encode song.flac -o song.ncf --model walloc-audio
       codec encode song.flac -o song.ncf --model walloc-audio-rvq --quantizers 4
+      codec encode photo.png -o photo.ncf --model hyperprior-mean-q2 --refine-steps 40
     """
     from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, modality_of, read_media
     from ..entropy.container import Container
@@ -254,12 +256,15 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
         if codec.modality != modality:
             raise NeuralCodecError(f"{job.source}: model {codec.name!r} codes {codec.modality}, but this file is {modality}")
         options = {}
-        if num_quantizers is not None:
+        for key, value, flag, kind in (("num_quantizers", num_quantizers, "--quantizers", "token codecs"),
+                                       ("refine_steps", refine_steps, "--refine-steps", "hyperprior models")):
+            if value is None:
+                continue
             import inspect
 
-            if "num_quantizers" not in inspect.signature(codec.compress).parameters:
-                raise NeuralCodecError(f"model {codec.name!r} has no --quantizers setting (token codecs only)")
-            options["num_quantizers"] = num_quantizers
+            if key not in inspect.signature(codec.compress).parameters:
+                raise NeuralCodecError(f"model {codec.name!r} has no {flag} setting ({kind} only)")
+            options[key] = value
         streamed = _encode_audio_stream(codec, job.source) if modality == "audio" and not options else None
         if streamed is None and modality == "video" and not options:
             streamed = _encode_video_stream(codec, job.source)

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from neuralcodec import BitstreamError
 from neuralcodec.entropy.container import (
     FORMAT_VERSION,
+    HEADER_DICTIONARY,
     MAGIC,
+    MAX_HEADER_BYTES,
     Container,
     peek,
     read_container,
@@ -56,9 +58,22 @@ def _example() -> Container:
     )
 
 
-def _raw(header: dict | bytes, payload: bytes = b"", version: int = FORMAT_VERSION) -> bytes:
-    """Build a file by hand (valid CRC) so header validation itself is tested."""
+def _deflate(text: bytes) -> bytes:
+    d = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY)
+    return d.compress(text) + d.flush()
+
+
+def _raw(header: dict | bytes, payload: bytes = b"", version: int = FORMAT_VERSION, deflated: bytes | None = None
+         ) -> bytes:
+    """Build a file by hand (valid CRC) so header validation itself is tested.
+
+    The header JSON (or bytes) is deflated with the format's dictionary from version 2 on;
+    ``deflated`` gives the header field's bytes directly."""
     hb = header if isinstance(header, bytes) else json.dumps(header).encode()
+    if deflated is not None:
+        hb = deflated
+    elif version >= 2:
+        hb = _deflate(hb)
     body = MAGIC + struct.pack("<HI", version, len(hb)) + hb + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -281,3 +296,42 @@ def test_peek_reports_damage_without_raising():
     assert info["sections"]["latent"] == 200
     with pytest.raises(BitstreamError, match="CRC"):
         Container.from_bytes(bytes(blob))
+
+
+# -- format version 2: the deflated header ----------------------------------------------------
+
+
+def test_version_1_files_still_read():
+    header = {**_good_header(), "metadata": {"walloc": {"mode": "RGB"}}}
+    c = Container.from_bytes(_raw(header, b"abc", version=1))
+    assert c.sections == {"s": b"abc"} and c.metadata == header["metadata"]
+    assert peek(_raw(header, b"abc", version=1))["format_version"] == 1
+
+
+def test_written_header_is_deflated_json_and_smaller():
+    c = _example()
+    blob = c.to_bytes()
+    version, length = struct.unpack("<HI", blob[4:10])
+    assert version == FORMAT_VERSION == 2 and peek(blob)["format_version"] == 2
+    text = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY).decompress(blob[10 : 10 + length])
+    assert json.loads(text)["codec"] == c.codec
+    assert length < len(text) / 2
+
+
+@pytest.mark.parametrize("case", ["truncated", "trailing", "garbage", "bomb"])
+def test_bad_deflated_headers_raise(case):
+    good = _deflate(json.dumps(_good_header()).encode())
+    deflated = {
+        "truncated": good[:-3],
+        "trailing": good + b"\x00junk",
+        "garbage": bytes(range(7, 250, 3)),
+        "bomb": _deflate(b'{"codec":"' + b"a" * (MAX_HEADER_BYTES + 10) + b'"}'),
+    }[case]
+    tracemalloc.start()
+    try:
+        with pytest.raises(BitstreamError, match="header"):
+            Container.from_bytes(_raw(_good_header(), b"abc", deflated=deflated))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_HEADER_BYTES  # the inflate is bounded

@@ -463,6 +463,12 @@ def _finite_mean(values: Iterable[float]) -> float | None:
     return float(np.mean(vals))
 
 
+def _current_records(spec: CodecSpec, records: list[dict]) -> list[dict]:
+    """The records made with the spec's encode options (and codec-level errors); a log can
+    hold older records of the same points made with other options."""
+    return [r for r in records if r.get("file") == "*" or r.get("options", {}) == spec.options]
+
+
 def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: str, data: str) -> dict:
     """Per-file records -> one CompressAI-layout results dict (mean over files per point)."""
     keys = {
@@ -471,9 +477,8 @@ def aggregate(spec: CodecSpec, records: list[dict], files: list[str], modality: 
         "video": ("kbps", "kbps-file") + VIDEO_METRICS,
     }[modality]
     latest: dict[tuple[str, str], dict] = {}
-    for r in records:
-        if r.get("file") == "*" or r.get("options", {}) == spec.options:
-            latest[(r.get("file"), _qkey(r.get("quality")))] = r
+    for r in _current_records(spec, records):
+        latest[(r.get("file"), _qkey(r.get("quality")))] = r
     results: dict[str, list] = {"quality": []}
     for k in keys + TIME_KEYS:
         results[k] = []
@@ -873,7 +878,7 @@ def run_rd(
         written[s.label] = str(path)
         entries.append(entry)
 
-    table = bd_table(entries, anchor, modality, records={s.label: _read_log(logs[s.label]) for s in specs}, files=files)
+    table = bd_table(entries, anchor, modality, records={s.label: _current_records(s, _read_log(logs[s.label])) for s in specs}, files=files)
     table["data"] = str(data)
     table["files"] = len(files)
     _write_json(out / "bd_rate.json", table)

@@ -29,10 +29,12 @@ The encoder still hashes the table indexes (and integer means) it used into the 
 decoder recomputes them, compares before decoding ``y``, and raises
 :class:`neuralcodec.ModelMismatchError` ("platform mismatch") rather than decoding garbage.
 
-Bitstream (one ``.ncf`` container per image): sections ``z`` and ``y`` (rANS streams) and
-``alpha`` (zlib of the 8-bit alpha plane, RGBA only); header metadata ``hyperprior``:
-mode (``L``/``RGB``/``RGBA``), latent size (``4 * ceil(H/64)``, ``4 * ceil(W/64)``) and the
-index digest.
+Bitstream (one ``.ncf`` container per image): sections ``z`` and ``y`` (rANS streams),
+``alpha`` (zlib of the 8-bit alpha plane, RGBA only) and ``filter`` (optional: the
+encoder-fitted restoration filter of :mod:`neuralcodec.codecs.post_filter`, applied to the
+synthesis output); header metadata ``hyperprior``: mode (``L``/``RGB``/``RGBA``), latent size
+(``4 * ceil(H/64)``, ``4 * ceil(W/64)``), the index digest and ``"gray": true`` for an RGB
+image with identical planes.
 Images of any size are padded (reflect) to a multiple of 64 and cropped back.
 
 >>> import torch

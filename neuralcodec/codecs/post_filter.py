@@ -36,8 +36,8 @@ SECTION_BYTES = 3 * PARAMS * 2
 _LIMIT = 32767 / SCALE
 
 
-def _features(decoded: Tensor) -> Tensor:
-    """``(C, H, W)`` -> ``(C, PARAMS, H, W)``: the symmetric tap sums and a constant 1."""
+def _features(decoded: Tensor) -> list[Tensor]:
+    """``(C, H, W)`` -> ``PARAMS`` tensors ``(C, H, W)``: the symmetric tap sums and a constant 1."""
     c, h, w = decoded.shape
     padded = F.pad(decoded[None], (RADIUS,) * 4, mode="replicate")[0]  # any size, even 1x1
 
@@ -45,7 +45,7 @@ def _features(decoded: Tensor) -> Tensor:
         return padded[:, RADIUS + di : RADIUS + di + h, RADIUS + dj : RADIUS + dj + w]
 
     feats = [shifted(0, 0)] + [shifted(di, dj) + shifted(-di, -dj) for di, dj in _OFFSETS[1:]]
-    return torch.stack(feats + [torch.ones_like(decoded)], 1)
+    return feats + [torch.ones_like(decoded)]
 
 
 def fit(decoded: Tensor, target: Tensor, ridge: float = 1e-6) -> Tensor:
@@ -55,7 +55,7 @@ def fit(decoded: Tensor, target: Tensor, ridge: float = 1e-6) -> Tensor:
     every coefficient fits the int16 range of :func:`quantize` (undoing a strong blur would
     otherwise ask for huge taps).
     """
-    feats = _features(decoded.double()).flatten(2)  # (C, P, N)
+    feats = torch.stack(_features(decoded.double()), 1).flatten(2)  # (C, P, N)
     gram = feats @ feats.transpose(1, 2)  # (C, P, P)
     rhs = (feats @ target.double().flatten(1)[..., None])[..., 0]  # (C, P)
     n = feats.shape[-1]
@@ -76,7 +76,10 @@ def quantize(coefs: Tensor) -> Tensor:
 def apply(decoded: Tensor, coefs: Tensor) -> Tensor:
     """Filter ``decoded`` ``(C, H, W)`` with the int16 coefficients ``(C, PARAMS)`` (not clamped)."""
     weights = coefs.to(device=decoded.device, dtype=torch.float32) / SCALE
-    return torch.einsum("cphw,cp->chw", _features(decoded.float()), weights)
+    out = torch.zeros_like(decoded, dtype=torch.float32)
+    for p, feat in enumerate(_features(decoded.float())):  # one tap at a time: no (C, PARAMS, H, W) stack
+        out += weights[:, p, None, None] * feat
+    return out
 
 
 def to_bytes(coefs: Tensor) -> bytes:

@@ -322,14 +322,14 @@ class HyperpriorCodec(Codec):
         """The encoder's quantities for ``(B, C, H, W)`` images in [0, 1] (any size):
         ``z_symbols``, ``z_hat``, ``indexes``, ``means``, ``y_symbols`` and ``y_hat`` (the
         quantized latent that :meth:`latents` returns). ``refine_steps``: see :meth:`refine`."""
-        rgb, _, mode = self._prepare(x)
+        rgb, _, _ = self._prepare(x)
         rgb = rgb.float().clamp(0, 1)
         padded, _ = pad_to_multiple(rgb, self.multiple)
         y = self.g_a(padded)
         z = self.h_a(torch.abs(y) if self.variant == "scale" else y)
         if refine_steps:
-            gray = [True] * x.shape[0] if mode == "L" else gray_content(rgb)
-            y, z = self.refine(rgb, y, z, refine_steps, lr=refine_lr, gray=gray)
+            # gray items (mode L is expanded to equal planes) are scored on their channel mean
+            y, z = self.refine(rgb, y, z, refine_steps, lr=refine_lr, gray=gray_content(rgb))
         z_symbols = self.entropy_bottleneck.symbols(z)
         z_hat = self.entropy_bottleneck.dequantize_symbols(z_symbols)
         indexes, means = self.coding_params(z_hat)
@@ -432,7 +432,7 @@ class HyperpriorCodec(Codec):
         z_streams = self.entropy_bottleneck._encode_batch(
             enc["z_symbols"], self.entropy_bottleneck.build_indexes(enc["z_symbols"].shape, enc["z_symbols"].device))
         y_streams = self.gaussian_conditional._encode_batch(enc["y_symbols"], enc["indexes"])
-        filters = self._fit_filters(enc["y_hat"], rgb, mode, gray) if post_filter and self.lmbda else [None] * len(gray)
+        filters = self._fit_filters(enc["y_hat"], rgb, gray) if post_filter and self.lmbda else [None] * len(gray)
         blobs = []
         for b in range(x.shape[0]):
             sections = {"z": z_streams[b], "y": y_streams[b]}
@@ -456,17 +456,18 @@ class HyperpriorCodec(Codec):
         item = (decoded if coefs is None else post_filter.apply(decoded, coefs)).clamp(0, 1)
         return item.mean(0, keepdim=True).expand(3, -1, -1) if gray else item
 
-    def _fit_filters(self, y_hat: Tensor, rgb: Tensor, mode: str, gray: Sequence[bool]) -> list[bytes | None]:
-        """Per item: the ``filter`` section, or None where it does not lower the RD loss."""
+    def _fit_filters(self, y_hat: Tensor, rgb: Tensor, gray: Sequence[bool]) -> list[bytes | None]:
+        """Per item: the ``filter`` section, or None where it does not lower the RD loss.
+
+        ``gray``: :func:`gray_content` of ``rgb`` (true for mode L too, whose planes are equal)."""
         decoded = crop_to(self.g_s(y_hat), tuple(rgb.shape[2:]))
         target = rgb.float().clamp(0, 1)
         bits_per_pixel = 8 * post_filter.SECTION_BYTES / (rgb.shape[2] * rgb.shape[3])
         out: list[bytes | None] = []
         for b in range(rgb.shape[0]):
-            is_gray = mode == "L" or gray[b]
             coefs = post_filter.quantize(post_filter.fit(decoded[b], target[b]))
-            mse_plain = ((self._finish(decoded[b], is_gray, None) - target[b]) ** 2).mean()
-            mse_filtered = ((self._finish(decoded[b], is_gray, coefs) - target[b]) ** 2).mean()
+            mse_plain = ((self._finish(decoded[b], gray[b], None) - target[b]) ** 2).mean()
+            mse_filtered = ((self._finish(decoded[b], gray[b], coefs) - target[b]) ** 2).mean()
             gain = self.lmbda * 255**2 * float(mse_plain - mse_filtered)
             out.append(post_filter.to_bytes(coefs) if gain > bits_per_pixel else None)
         return out
@@ -520,6 +521,6 @@ class HyperpriorCodec(Codec):
         y_hat, c, info = self._latents_one(blob)
         chans, h, w = c.shape
         coefs = post_filter.from_bytes(c.sections["filter"]) if "filter" in c.sections else None
-        rgb = crop_to(self.g_s(y_hat.unsqueeze(0)), (h, w))[0]
-        rgb = (rgb if coefs is None else post_filter.apply(rgb, coefs)).clamp(0, 1)
+        # the same filter-then-clamp the encoder scored; the mode's gray mean comes next
+        rgb = self._finish(crop_to(self.g_s(y_hat.unsqueeze(0)), (h, w))[0], False, coefs)
         return restore_image_mode(rgb, info["mode"], c, gray=info.get("gray", False))

@@ -779,8 +779,8 @@ def run_rd(
         if not resume and logs[s.label].exists():
             logs[s.label].unlink()
         done[s.label] = {
-            (r.get("file"), _qkey(r.get("quality"))) for r in _read_log(logs[s.label])
-            if not r.get("error") and r.get("options", {}) == s.options  # other options: run again
+            (r.get("file"), _qkey(r.get("quality"))) for r in _current_records(s, _read_log(logs[s.label]))
+            if not r.get("error")  # records made with other options are run again
         }
 
     def append(label: str, record: dict) -> None:

@@ -10,7 +10,9 @@ Measured in one process:
 * the size of our entropy-coded latents against the reference package's way of storing the
   *same* integer latents: walloc 1.2.1's mosaic (``latent_to_pil(latent, 8, 3)``: offset by
   128 to uint8, 12 channels tiled 2×2 into an RGB image) saved as lossless WebP (Pillow
-  defaults, as the reference does; also at maximum effort ``quality=100, method=6``);
+  defaults, as the reference does; also at maximum effort ``quality=100, method=6``), and
+  the same mosaic in lossless JPEG XL at effort 9 (``imagecodecs``, when installed: the
+  strongest classical lossless image coder at hand, as a second peer);
 * encode throughput (MP/s, batch of 768×512 images, up to the quantized latents) of ours
   against the reference ``walloc.walloc.Codec2D`` (same J=3, 12 latent channels, 8-bit
   latents, lightweight linear encoder, random weights);
@@ -66,6 +68,20 @@ def reference_mosaic_webp_bytes(q: torch.Tensor, method: int | None = None) -> i
     kwargs = {"lossless": True} if method is None else {"lossless": True, "quality": 100, "method": method}
     Image.fromarray(mosaic.numpy(), "RGB").save(buf, format="WEBP", **kwargs)
     return len(buf.getvalue())
+
+
+def mosaic_jxl_bytes(q: torch.Tensor) -> int | None:
+    """Bytes of the same RGB mosaic as :func:`reference_mosaic_webp_bytes` in lossless JPEG XL
+    (effort 9, ``imagecodecs``); ``None`` when ``imagecodecs`` (or its JPEG XL codec) is absent."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    if not imagecodecs.JPEGXL.available:
+        return None
+    n = int(round((q.shape[0] // 3) ** 0.5))
+    mosaic = einops.rearrange((q.long() + 128).to(torch.uint8), "(c nh nw) h w -> (nh h) (nw w) c", c=3, nh=n, nw=n)
+    return len(imagecodecs.jpegxl_encode(np.ascontiguousarray(mosaic.numpy()), lossless=True, effort=9))
 
 
 def timed(fn, repeats: int) -> float:
@@ -129,6 +145,7 @@ def main() -> int:
             "latent_bytes": latent_bytes,
             "webp_mosaic_bytes": reference_mosaic_webp_bytes(q),
             "webp_mosaic_max_effort_bytes": reference_mosaic_webp_bytes(q, method=6),
+            "jxl_mosaic_bytes": mosaic_jxl_bytes(q),
         }
         if not args.no_baselines:
             for name in ("jpeg", "webp", "jpeg2000"):
@@ -162,6 +179,10 @@ def main() -> int:
         "webp_mosaic_bits_per_latent": float(np.mean(
             [r["webp_mosaic_bytes"] * 8 / (r["latent_bytes"] * 8 / r["bits_per_latent"]) for r in rows])),
     }
+    if all(r["jxl_mosaic_bytes"] is not None for r in rows):
+        summary["latents_vs_jxl_mosaic"] = sum(r["latent_bytes"] for r in rows) / sum(r["jxl_mosaic_bytes"] for r in rows)
+        summary["jxl_mosaic_vs_webp_mosaic"] = (sum(r["jxl_mosaic_bytes"] for r in rows)
+                                                / sum(r["webp_mosaic_bytes"] for r in rows))
     if not args.no_baselines:
         for name in ("jpeg", "webp", "jpeg2000"):
             summary[name] = {"bpp": mean(f"{name}_bpp"), "psnr": mean(f"{name}_psnr"), "ms_ssim": mean(f"{name}_ms_ssim")}
@@ -171,6 +192,11 @@ def main() -> int:
           f"{summary['model_bits_per_latent']:.4f}")
     print(f"entropy-coded latents / reference lossless-WebP mosaic of the same latents: "
           f"{summary['latents_vs_webp_mosaic']:.3f} (max-effort WebP: {summary['latents_vs_webp_mosaic_max_effort']:.3f})")
+    if "latents_vs_jxl_mosaic" in summary:
+        print(f"entropy-coded latents / lossless JPEG XL (effort 9) of the same mosaic: {summary['latents_vs_jxl_mosaic']:.3f}"
+              f" (JPEG XL / WebP mosaic: {summary['jxl_mosaic_vs_webp_mosaic']:.3f})")
+    else:
+        print("JPEG XL peer skipped: pip install imagecodecs")
     if not args.no_baselines:
         for name in ("jpeg", "webp", "jpeg2000"):
             s = summary[name]

@@ -54,8 +54,8 @@ def data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def reference_mosaic_webp_bytes(q: torch.Tensor, method: int | None = None) -> int:
-    """Bytes of walloc 1.2.1's lossless-WebP mosaic of an integer latent ``(12, h, w)``.
+def reference_mosaic(q: torch.Tensor) -> np.ndarray:
+    """walloc 1.2.1's RGB mosaic of an integer latent ``(12, h, w)``, ``(2h, 2w, 3)`` uint8.
 
     Same layout as ``walloc.walloc.latent_to_pil(latent, n_bits=8, C=3)``: ``q + 128`` as
     uint8, channels ``(c nh nw)`` tiled into an RGB image ``(nh h) (nw w) c``.
@@ -64,9 +64,14 @@ def reference_mosaic_webp_bytes(q: torch.Tensor, method: int | None = None) -> i
         raise ValueError("latent outside the 8-bit range of the reference mosaic")
     n = int(round((q.shape[0] // 3) ** 0.5))
     mosaic = einops.rearrange((q.long() + 128).to(torch.uint8), "(c nh nw) h w -> (nh h) (nw w) c", c=3, nh=n, nw=n)
+    return np.ascontiguousarray(mosaic.numpy())
+
+
+def reference_mosaic_webp_bytes(q: torch.Tensor, method: int | None = None) -> int:
+    """Bytes of walloc 1.2.1's lossless-WebP mosaic (:func:`reference_mosaic`) of a latent."""
     buf = io.BytesIO()
     kwargs = {"lossless": True} if method is None else {"lossless": True, "quality": 100, "method": method}
-    Image.fromarray(mosaic.numpy(), "RGB").save(buf, format="WEBP", **kwargs)
+    Image.fromarray(reference_mosaic(q), "RGB").save(buf, format="WEBP", **kwargs)
     return len(buf.getvalue())
 
 
@@ -79,9 +84,7 @@ def mosaic_jxl_bytes(q: torch.Tensor) -> int | None:
         return None
     if not imagecodecs.JPEGXL.available:
         return None
-    n = int(round((q.shape[0] // 3) ** 0.5))
-    mosaic = einops.rearrange((q.long() + 128).to(torch.uint8), "(c nh nw) h w -> (nh h) (nw w) c", c=3, nh=n, nw=n)
-    return len(imagecodecs.jpegxl_encode(np.ascontiguousarray(mosaic.numpy()), lossless=True, effort=9))
+    return len(imagecodecs.jpegxl_encode(reference_mosaic(q), lossless=True, effort=9))
 
 
 def timed(fn, repeats: int) -> float:

@@ -73,7 +73,9 @@ def main() -> int:
     eval_dir = data_root() / "images" / "eval24"
     files = sorted(eval_dir.glob("*.png"))[: args.limit] if eval_dir.is_dir() else []
     if not files:
-        print(f"skipped: no eval images in {eval_dir} (set NEURALCODEC_DATA)")
+        reason = f"no eval images in {eval_dir} (set NEURALCODEC_DATA)"
+        print(f"SKIP: {reason}")
+        print(json.dumps({"benchmark": "diag_hyperprior_ceiling", "skipped": reason}))
         return 0
 
     summary = {}

@@ -102,7 +102,9 @@ def main() -> int:
     eval_dir = data_root() / "images" / "eval24"
     files = sorted(eval_dir.glob("*.png"))[: args.limit] if eval_dir.is_dir() else []
     if len(files) < 2:
-        print(f"skipped: fewer than 2 eval images in {eval_dir} (set NEURALCODEC_DATA)")
+        reason = f"fewer than 2 eval images in {eval_dir} (set NEURALCODEC_DATA)"
+        print(f"SKIP: {reason}")
+        print(json.dumps({"benchmark": "diag_walloc_entropy", "skipped": reason}))
         return 0
     codec = neuralcodec.load(args.model).eval()
     latents = []

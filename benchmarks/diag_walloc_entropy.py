@@ -48,24 +48,19 @@ def data_root() -> Path:
     return Path(env) if env else ROOT.parent.parent / "shared" / "data"
 
 
-@torch.no_grad()
-def stage_params(entropy, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, scale and coding-stage index of every element of one latent ``(1, C, *S)``."""
-    stages = entropy.stages(q.shape[2:])
-    mean, scale = torch.zeros_like(q), torch.ones_like(q)
+def stage_index(entropy, q: torch.Tensor) -> torch.Tensor:
+    """The coding stage of every element of a latent ``(1, C, *S)``."""
     stage = torch.zeros_like(q, dtype=torch.long)
-    for s, (mask, _, (a, b)) in enumerate(stages):
-        if bool(mask.any()):
-            m, sc = entropy.params(q, s, stages)
-            mean[:, a:b] = torch.where(mask, m, mean[:, a:b])
-            scale[:, a:b] = torch.where(mask, sc, scale[:, a:b])
-            stage[:, a:b] = torch.where(mask, s, stage[:, a:b])
-    return mean, scale, stage
+    for s, (mask, _, (a, b)) in enumerate(entropy.stages(q.shape[2:])):
+        stage[:, a:b] = torch.where(mask, s, stage[:, a:b])
+    return stage
 
 
 def calibrated_bits(entropy, q: torch.Tensor, steps: int) -> tuple[float, float]:
     """Ideal bits of ``q`` before and after fitting a per-(stage, channel) mean offset and scale."""
-    mean, scale, stage = stage_params(entropy, q)
+    with torch.no_grad():
+        mean, scale = entropy.mean_scale(q)
+    stage = stage_index(entropy, q)
     channels = q.shape[1]
     key = stage * channels + torch.arange(channels).view(1, channels, *([1] * (q.dim() - 2)))
     n_keys = int(key.max()) + 1

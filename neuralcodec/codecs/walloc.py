@@ -346,16 +346,21 @@ class HierarchicalContextModel(nn.Module):
         mean, raw = self.nets[stage - 1](context * known, known, current, mask)
         return mean, self._scale(raw)
 
-    def forward(self, y_noisy: Tensor, y_context: Tensor) -> Tensor:
-        stages = self.stages(y_noisy.shape[2:], y_noisy.device)
-        mean = torch.zeros_like(y_noisy)
-        scale = torch.ones_like(y_noisy)
+    def mean_scale(self, y_context: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and scale of every element (``y_context``'s shape), each from its own stage's context."""
+        stages = self.stages(y_context.shape[2:], y_context.device)
+        mean = torch.zeros_like(y_context)
+        scale = torch.ones_like(y_context)
         for i, (mask, _, (a, b)) in enumerate(stages):
             if not bool(mask.any()):
                 continue
             m, s = self.params(y_context, i, stages)
             mean[:, a:b] = torch.where(mask, m, mean[:, a:b])
             scale[:, a:b] = torch.where(mask, s, scale[:, a:b])
+        return mean, scale
+
+    def forward(self, y_noisy: Tensor, y_context: Tensor) -> Tensor:
+        mean, scale = self.mean_scale(y_context)
         return bin_likelihood(y_noisy, mean, scale, self.family)
 
     # -- integer tables ------------------------------------------------------------------

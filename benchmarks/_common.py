@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def data_root() -> Path:
+    """The lab corpus: ``$NEURALCODEC_DATA``, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("NEURALCODEC_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def load_codec_or_skip(name: str, device: str = "cpu") -> Any | None:

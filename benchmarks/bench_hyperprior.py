@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -43,13 +42,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from _common import data_root  # benchmarks/_common.py
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FAMILY = "hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3"
-
-
-def _data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 def _skip(reason: str) -> None:
@@ -319,7 +315,7 @@ def main() -> None:
     import neuralcodec
     from neuralcodec.apps.bench import find_media
 
-    eval_dir = _data_root() / "images" / "eval24"
+    eval_dir = data_root() / "images" / "eval24"
     if not eval_dir.is_dir():
         _skip(f"eval set not found: {eval_dir} (set NEURALCODEC_DATA)")
     names = [n for n in args.family.split("+") if n]

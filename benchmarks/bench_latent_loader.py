@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -30,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import load_codec_or_skip  # benchmarks/_common.py
+from _common import data_root, load_codec_or_skip  # benchmarks/_common.py
 
-DATA = Path(os.environ.get("NEURALCODEC_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = data_root()
 
 
 def pillow_pass(paths: list[Path]) -> float:

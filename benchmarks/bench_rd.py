@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from neuralcodec.apps.bench import run_rd
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import data_root  # benchmarks/_common.py
 
 
 def main() -> int:

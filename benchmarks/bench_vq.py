@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from importlib import metadata
@@ -44,6 +43,7 @@ import torch
 
 from neuralcodec.codecs import ResidualVQ, VectorQuantizer
 from neuralcodec.codecs.quantizers import codebook_stats, usage_counts
+from _common import data_root  # benchmarks/_common.py
 
 try:
     import vector_quantize_pytorch as vqp
@@ -54,11 +54,6 @@ except ImportError:  # the comparison is the point of this benchmark: say so and
 DIM = 16
 CODEBOOK_SIZE = 1024
 BATCH = 1024
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 # -- datasets: a sampler of training batches and a held-out set ------------------------------------

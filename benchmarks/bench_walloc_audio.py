@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,11 +37,7 @@ from neuralcodec.apps.baselines import Audio, get_baseline
 from neuralcodec.apps.metrics import mel_distance, si_sdr, snr
 from neuralcodec.codecs.registry import load
 from neuralcodec.datasets.media import read_audio
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import data_root  # benchmarks/_common.py
 
 
 def _metrics(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:

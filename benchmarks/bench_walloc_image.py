@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import sys
 import time
@@ -47,11 +46,7 @@ from neuralcodec.apps.baselines import encode_at_bpp
 from neuralcodec.apps.metrics import ms_ssim, psnr
 from neuralcodec.codecs.registry import WEIGHTS_DIR, load
 from neuralcodec.entropy import Container
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import data_root  # benchmarks/_common.py
 
 
 def reference_mosaic(q: torch.Tensor) -> np.ndarray:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from fractions import Fraction
@@ -41,11 +40,7 @@ import torch
 from neuralcodec.apps.baselines import Video, get_baseline
 from neuralcodec.codecs.registry import load
 from neuralcodec.datasets.media import VIDEO_SUFFIXES, _open_video, iter_video
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import data_root  # benchmarks/_common.py
 
 
 def first_frames(path: Path, n: int) -> tuple[torch.Tensor, Fraction]:

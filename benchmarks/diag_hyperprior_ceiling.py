@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -40,13 +39,9 @@ from neuralcodec.apps.baselines import encode_at_bpp  # noqa: E402
 from neuralcodec.apps.bench import read_image_uint8  # noqa: E402
 from neuralcodec.apps.metrics import psnr  # noqa: E402
 from neuralcodec.transforms.wavelets import crop_to, pad_to_multiple  # noqa: E402
+from _common import data_root  # noqa: E402  # benchmarks/_common.py
 
 DEFAULT_FAMILY = "hyperprior-mean-q1+hyperprior-mean-q2+hyperprior-mean-q3"
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else ROOT.parent.parent / "shared" / "data"
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import random
 import sys
 from pathlib import Path
@@ -41,11 +40,7 @@ import neuralcodec  # noqa: E402
 from neuralcodec.apps.bench import read_image_uint8  # noqa: E402
 from neuralcodec.apps.train_walloc_entropy import _bits, eval_bits  # noqa: E402
 from neuralcodec.entropy.gaussian import bin_likelihood  # noqa: E402
-
-
-def data_root() -> Path:
-    env = os.environ.get("NEURALCODEC_DATA")
-    return Path(env) if env else ROOT.parent.parent / "shared" / "data"
+from _common import data_root  # noqa: E402  # benchmarks/_common.py
 
 
 def stage_index(entropy, q: torch.Tensor) -> torch.Tensor:

@@ -233,6 +233,8 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
       codec encode song.flac -o song.ncf --model walloc-audio-rvq --quantizers 4
       codec encode photo.png -o photo.ncf --model hyperprior-mean-q2 --refine-steps 40
     """
+    import inspect
+
     from ..datasets.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_output, modality_of, read_media
     from ..entropy.container import Container
 
@@ -260,8 +262,6 @@ def encode_command(inputs: tuple[Path, ...], output: Path | None, model: str | N
                                        ("refine_steps", refine_steps, "--refine-steps", "hyperprior models")):
             if value is None:
                 continue
-            import inspect
-
             if key not in inspect.signature(codec.compress).parameters:
                 raise NeuralCodecError(f"model {codec.name!r} has no {flag} setting ({kind} only)")
             options[key] = value
